@@ -1,0 +1,125 @@
+//! Dimension rows (SPEC.md §2) and the lookup interface the engine reads them
+//! through. Every column is optional: a missing row or an empty column makes each
+//! rule that needs it false, never an error.
+
+use std::collections::{HashMap, HashSet};
+
+use rust_decimal::Decimal;
+
+use crate::amount::Cents;
+
+/// A row of `user_risk_profiles`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserProfile {
+    /// Base risk score (NULL counts as 0).
+    pub risk_score: Option<i64>,
+    /// LOW / MEDIUM / HIGH.
+    pub risk_level: Option<String>,
+    /// Credit rating label.
+    pub credit_rating: Option<String>,
+    /// Age of the account in days.
+    pub account_age_days: Option<i64>,
+    /// Average daily amount.
+    pub avg_daily_amount: Option<Cents>,
+    /// Largest single amount.
+    pub max_single_amount: Option<Cents>,
+    /// Past suspicious activities.
+    pub suspicious_activity_count: Option<i64>,
+}
+
+/// A row of `merchant_risk_profiles`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MerchantProfile {
+    /// Merchant category.
+    pub merchant_category: Option<String>,
+    /// LOW / MEDIUM / HIGH.
+    pub risk_level: Option<String>,
+    /// `DECIMAL(5,4)` fraud rate.
+    pub fraud_rate: Option<Decimal>,
+    /// Average transaction amount.
+    pub avg_transaction_amount: Option<Cents>,
+    /// Opening hour (the hour of `business_hours_start`).
+    pub business_hours_start: Option<u8>,
+    /// Closing hour (the hour of `business_hours_end`).
+    pub business_hours_end: Option<u8>,
+}
+
+/// A row of `transaction_history_summary` for one (user, date, hour).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HistoryRow {
+    /// Total amount in that hour.
+    pub total_amount: Option<Cents>,
+    /// Transactions in that hour.
+    pub transaction_count: Option<i64>,
+    /// Average amount.
+    pub avg_amount: Option<Cents>,
+    /// Largest amount.
+    pub max_amount: Option<Cents>,
+    /// Distinct merchants.
+    pub distinct_merchants: Option<i64>,
+    /// Most frequent merchant.
+    pub most_frequent_merchant: Option<i64>,
+}
+
+/// Read access to the dimension tables and lists for one transaction.
+pub trait Dimensions {
+    /// The user's profile.
+    fn user(&self, user_id: i64) -> Option<&UserProfile>;
+    /// The merchant's profile.
+    fn merchant(&self, merchant_id: i64) -> Option<&MerchantProfile>;
+    /// The user's history row for a local date (days since epoch) and hour.
+    fn history(&self, user_id: i64, date_days: i32, hour: u8) -> Option<HistoryRow>;
+    /// Whether the user is blacklisted.
+    fn user_blacklisted(&self, user_id: i64) -> bool;
+    /// Whether the merchant is blacklisted.
+    fn merchant_blacklisted(&self, merchant_id: i64) -> bool;
+    /// Whether the IP address is blacklisted.
+    fn ip_blacklisted(&self, ip: &str) -> bool;
+    /// Whether the location is in the high-risk table (in addition to the
+    /// configured list, which the engine checks itself).
+    fn location_high_risk(&self, location: &str) -> bool;
+}
+
+/// Dimension tables held in memory (local mode, replay, tests, and the worker's
+/// cache snapshot).
+#[derive(Debug, Clone, Default)]
+pub struct StaticDimensions {
+    /// Profiles by user.
+    pub users: HashMap<i64, UserProfile>,
+    /// Profiles by merchant.
+    pub merchants: HashMap<i64, MerchantProfile>,
+    /// History rows by (user, date days, hour).
+    pub history: HashMap<(i64, i32, u8), HistoryRow>,
+    /// Blacklisted users.
+    pub blacklist_users: HashSet<i64>,
+    /// Blacklisted merchants.
+    pub blacklist_merchants: HashSet<i64>,
+    /// Blacklisted IP addresses.
+    pub blacklist_ips: HashSet<String>,
+    /// High-risk locations from the table.
+    pub high_risk_locations: HashSet<String>,
+}
+
+impl Dimensions for StaticDimensions {
+    fn user(&self, user_id: i64) -> Option<&UserProfile> {
+        self.users.get(&user_id)
+    }
+    fn merchant(&self, merchant_id: i64) -> Option<&MerchantProfile> {
+        self.merchants.get(&merchant_id)
+    }
+    fn history(&self, user_id: i64, date_days: i32, hour: u8) -> Option<HistoryRow> {
+        self.history.get(&(user_id, date_days, hour)).copied()
+    }
+    fn user_blacklisted(&self, user_id: i64) -> bool {
+        self.blacklist_users.contains(&user_id)
+    }
+    fn merchant_blacklisted(&self, merchant_id: i64) -> bool {
+        self.blacklist_merchants.contains(&merchant_id)
+    }
+    fn ip_blacklisted(&self, ip: &str) -> bool {
+        self.blacklist_ips.contains(ip)
+    }
+    fn location_high_risk(&self, location: &str) -> bool {
+        self.high_risk_locations.contains(location)
+    }
+}

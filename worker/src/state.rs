@@ -1,0 +1,289 @@
+//! Window state in RocksDB: one database per owned partition, with a bounded
+//! write-back cache in front of it.
+//!
+//! The engine reads and updates state through [`PartitionState`] (a
+//! [`StateStore`]); what changed is written in one `WriteBatch` per micro-batch by
+//! [`PartitionState::flush`], together with the caller's metadata (such as the
+//! source position), so state and position always move together.
+//!
+//! Keys: `u` + user id (8 bytes, big-endian) for users, `m` + merchant id for
+//! merchants, `meta/…` for metadata. One database per partition lets a partition's
+//! state move to another worker alone.
+
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+
+use lru::LruCache;
+use riskpipe_engine::codec::{self, CodecError};
+use riskpipe_engine::config::WindowConfig;
+use riskpipe_engine::merchant::MerchantState;
+use riskpipe_engine::store::StateStore;
+use riskpipe_engine::window::UserState;
+use rocksdb::{DB, Options, WriteBatch, WriteOptions};
+
+/// A state store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// RocksDB refused an operation.
+    #[error("state store {path}: {source}")]
+    Rocks {
+        /// The database folder.
+        path: PathBuf,
+        /// The RocksDB error.
+        source: rocksdb::Error,
+    },
+    /// A stored value could not be decoded.
+    #[error("state store {path}: key {key:?}: {source}")]
+    Codec {
+        /// The database folder.
+        path: PathBuf,
+        /// The key whose value is bad.
+        key: Vec<u8>,
+        /// What is wrong with it.
+        source: CodecError,
+    },
+}
+
+#[derive(Default)]
+struct Cached<T> {
+    value: T,
+    dirty: bool,
+}
+
+/// Figures about the cache, for metrics and the summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Lookups answered from memory.
+    pub hits: u64,
+    /// Lookups that read RocksDB.
+    pub misses: u64,
+    /// Keys written by flushes.
+    pub writes: u64,
+}
+
+/// One partition's state.
+pub struct PartitionState {
+    db: DB,
+    path: PathBuf,
+    users: LruCache<i64, Cached<UserState>>,
+    merchants: LruCache<i64, Cached<MerchantState>>,
+    dirty_users: Vec<i64>,
+    dirty_merchants: Vec<i64>,
+    batch: WriteBatch,
+    scratch: Vec<u8>,
+    stats: CacheStats,
+}
+
+fn user_key(id: i64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b'u';
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn merchant_key(id: i64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = b'm';
+    k[1..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+fn meta_key(name: &str) -> Vec<u8> {
+    let mut k = b"meta/".to_vec();
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+impl PartitionState {
+    /// Opens (or creates) the database of one partition in `dir`, caching up to
+    /// `cache_entries` users and as many merchants in memory.
+    ///
+    /// The cache must hold more keys than one micro-batch touches (4,096 at least),
+    /// so a changed entry is never evicted before its batch is flushed; should it
+    /// happen anyway, the entry is written into the pending batch, not lost.
+    pub fn open(dir: &Path, cache_entries: usize) -> Result<Self, StateError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_max_background_jobs(2);
+        opts.set_write_buffer_size(64 << 20);
+        opts.increase_parallelism(2);
+        let db = DB::open(&opts, dir).map_err(|source| StateError::Rocks {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let cap = NonZeroUsize::new(cache_entries.max(4096)).unwrap_or(NonZeroUsize::MIN);
+        Ok(PartitionState {
+            db,
+            path: dir.to_owned(),
+            users: LruCache::new(cap),
+            merchants: LruCache::new(cap),
+            dirty_users: Vec::new(),
+            dirty_merchants: Vec::new(),
+            batch: WriteBatch::default(),
+            scratch: Vec::with_capacity(256),
+            stats: CacheStats::default(),
+        })
+    }
+
+    /// Cache figures so far.
+    pub fn stats(&self) -> CacheStats {
+        self.stats
+    }
+
+    fn rocks(&self, source: rocksdb::Error) -> StateError {
+        StateError::Rocks {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Reads a metadata value written by [`PartitionState::flush`].
+    pub fn meta(&self, name: &str) -> Result<Option<Vec<u8>>, StateError> {
+        self.db.get(meta_key(name)).map_err(|e| self.rocks(e))
+    }
+
+    /// Writes every changed user and merchant plus `meta` in one atomic batch.
+    pub fn flush(&mut self, meta: &[(&str, &[u8])]) -> Result<(), StateError> {
+        for id in std::mem::take(&mut self.dirty_users) {
+            if let Some(c) = self.users.peek_mut(&id)
+                && c.dirty
+            {
+                c.dirty = false;
+                self.scratch.clear();
+                codec::encode_user(&c.value, &mut self.scratch);
+                self.batch.put(user_key(id), &self.scratch);
+                self.stats.writes += 1;
+            }
+        }
+        for id in std::mem::take(&mut self.dirty_merchants) {
+            if let Some(c) = self.merchants.peek_mut(&id)
+                && c.dirty
+            {
+                c.dirty = false;
+                self.scratch.clear();
+                codec::encode_merchant(&c.value, &mut self.scratch);
+                self.batch.put(merchant_key(id), &self.scratch);
+                self.stats.writes += 1;
+            }
+        }
+        for (name, value) in meta {
+            self.batch.put(meta_key(name), value);
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let mut opts = WriteOptions::default();
+        opts.set_sync(false);
+        self.db.write_opt(batch, &opts).map_err(|e| self.rocks(e))
+    }
+
+    /// Approximate bytes of live state on disk (SST files plus memtables).
+    pub fn approximate_bytes(&self) -> u64 {
+        let prop = |name: &str| {
+            self.db
+                .property_int_value(name)
+                .ok()
+                .flatten()
+                .unwrap_or(0)
+        };
+        prop("rocksdb.total-sst-files-size") + prop("rocksdb.cur-size-all-mem-tables")
+    }
+
+    /// Counts stored users (a full scan: for reports, not the hot path).
+    pub fn count_users(&self) -> u64 {
+        self.db
+            .prefix_iterator(b"u")
+            .take_while(|r| r.as_ref().is_ok_and(|(k, _)| k.first() == Some(&b'u')))
+            .count() as u64
+    }
+
+    /// Flushes memtables to SST files (so size figures are on-disk figures).
+    pub fn compact(&self) -> Result<(), StateError> {
+        self.db.flush().map_err(|e| self.rocks(e))?;
+        self.db.compact_range::<&[u8], &[u8]>(None, None);
+        Ok(())
+    }
+
+    /// Writes an evicted dirty value into the pending batch so nothing is lost.
+    fn spill_user(&mut self, id: i64, c: Cached<UserState>) {
+        if c.dirty {
+            self.scratch.clear();
+            codec::encode_user(&c.value, &mut self.scratch);
+            self.batch.put(user_key(id), &self.scratch);
+        }
+    }
+
+    fn spill_merchant(&mut self, id: i64, c: Cached<MerchantState>) {
+        if c.dirty {
+            self.scratch.clear();
+            codec::encode_merchant(&c.value, &mut self.scratch);
+            self.batch.put(merchant_key(id), &self.scratch);
+        }
+    }
+}
+
+impl StateStore for PartitionState {
+    type Error = StateError;
+
+    fn user(&mut self, user_id: i64, cfg: &WindowConfig) -> Result<&mut UserState, StateError> {
+        if self.users.contains(&user_id) {
+            self.stats.hits += 1;
+        } else {
+            self.stats.misses += 1;
+            let key = user_key(user_id);
+            let value = match self.db.get_pinned(key).map_err(|e| self.rocks(e))? {
+                Some(bytes) => codec::decode_user(&bytes, cfg).map_err(|source| StateError::Codec {
+                    path: self.path.clone(),
+                    key: key.to_vec(),
+                    source,
+                })?,
+                None => UserState::default(),
+            };
+            if self.users.len() == self.users.cap().get()
+                && let Some((id, old)) = self.users.pop_lru()
+            {
+                self.spill_user(id, old);
+            }
+            self.users.put(user_id, Cached { value, dirty: false });
+        }
+        let c = self.users.get_or_insert_mut(user_id, Cached::default);
+        if !c.dirty {
+            c.dirty = true;
+            self.dirty_users.push(user_id);
+        }
+        Ok(&mut c.value)
+    }
+
+    fn merchant(
+        &mut self,
+        merchant_id: i64,
+        cfg: &WindowConfig,
+    ) -> Result<&mut MerchantState, StateError> {
+        if self.merchants.contains(&merchant_id) {
+            self.stats.hits += 1;
+        } else {
+            self.stats.misses += 1;
+            let key = merchant_key(merchant_id);
+            let value = match self.db.get_pinned(key).map_err(|e| self.rocks(e))? {
+                Some(bytes) => {
+                    codec::decode_merchant(&bytes, cfg).map_err(|source| StateError::Codec {
+                        path: self.path.clone(),
+                        key: key.to_vec(),
+                        source,
+                    })?
+                }
+                None => MerchantState::default(),
+            };
+            if self.merchants.len() == self.merchants.cap().get()
+                && let Some((id, old)) = self.merchants.pop_lru()
+            {
+                self.spill_merchant(id, old);
+            }
+            self.merchants.put(merchant_id, Cached { value, dirty: false });
+        }
+        let c = self.merchants.get_or_insert_mut(merchant_id, Cached::default);
+        if !c.dirty {
+            c.dirty = true;
+            self.dirty_merchants.push(merchant_id);
+        }
+        Ok(&mut c.value)
+    }
+}
