@@ -1,0 +1,80 @@
+//! Reading a `RiskPipeline` manifest from YAML without an apiserver (local mode).
+
+use serde::Deserialize;
+
+use crate::{API_VERSION, KIND, spec::RiskPipeline, validate::ValidationError};
+
+/// Why a manifest could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The text is not YAML, or a field has the wrong type, an unknown name or a bad
+    /// value (the message names the field and its line).
+    #[error("the manifest is not a valid RiskPipeline: {0}")]
+    Parse(#[from] yaml_serde::Error),
+    /// `apiVersion` is not `riskpipe.io/v1alpha1`.
+    #[error("apiVersion is {found:?}; this version of riskpipe reads {API_VERSION:?}")]
+    ApiVersion {
+        /// The apiVersion found.
+        found: String,
+    },
+    /// `kind` is not `RiskPipeline`.
+    #[error("kind is {found:?}; expected {KIND:?}")]
+    Kind {
+        /// The kind found.
+        found: String,
+    },
+    /// `metadata.name` is missing.
+    #[error("metadata.name is required")]
+    MissingName,
+    /// The spec parsed but breaks a rule (see [`crate::RiskPipelineSpec::validate`]).
+    #[error("{} problem(s) in the manifest:{}", .0.len(), list(.0))]
+    Invalid(Vec<ValidationError>),
+}
+
+fn list(errors: &[ValidationError]) -> String {
+    errors.iter().map(|e| format!("\n  - {e}")).collect()
+}
+
+/// The two fields checked before the rest is read, so a manifest of another kind
+/// gets an error about its kind rather than about its fields.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Header {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+}
+
+impl RiskPipeline {
+    /// Parses a manifest (one YAML document) and checks its apiVersion, kind and
+    /// name. It does not run [`crate::RiskPipelineSpec::validate`]; see [`Self::from_yaml_validated`].
+    pub fn from_yaml(text: &str) -> Result<Self, ManifestError> {
+        let header: Header = yaml_serde::from_str(text)?;
+        if header.api_version != API_VERSION {
+            return Err(ManifestError::ApiVersion {
+                found: header.api_version,
+            });
+        }
+        if header.kind != KIND {
+            return Err(ManifestError::Kind { found: header.kind });
+        }
+        let pipeline: Self = yaml_serde::from_str(text)?;
+        if pipeline.metadata.name.as_deref().is_none_or(str::is_empty) {
+            return Err(ManifestError::MissingName);
+        }
+        Ok(pipeline)
+    }
+
+    /// [`Self::from_yaml`], then [`crate::RiskPipelineSpec::validate`].
+    pub fn from_yaml_validated(text: &str) -> Result<Self, ManifestError> {
+        let pipeline = Self::from_yaml(text)?;
+        pipeline.spec.validate().map_err(ManifestError::Invalid)?;
+        Ok(pipeline)
+    }
+}
+
+/// Parses a manifest; the same as [`RiskPipeline::from_yaml`].
+pub fn from_yaml(text: &str) -> Result<RiskPipeline, ManifestError> {
+    RiskPipeline::from_yaml(text)
+}
