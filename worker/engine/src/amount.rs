@@ -211,7 +211,8 @@ mod tests {
             Err(AmountError::TooLarge(_))
         ));
         assert!(matches!(Cents::parse("abc"), Err(AmountError::NotANumber(_))));
-        assert!(matches!(Cents::parse("12."), Err(AmountError::NotANumber(_))));
+        assert!(matches!(Cents::parse("12.x"), Err(AmountError::NotANumber(_))));
+        assert!(matches!(Cents::parse("0x10"), Err(AmountError::NotANumber(_))));
         assert!(matches!(Cents::parse(""), Err(AmountError::NotANumber(_))));
         assert!(matches!(Cents::parse("1e400"), Err(_)));
     }

@@ -226,7 +226,7 @@ pub fn write_wall_time(wall_ms: i64, out: &mut Vec<u8>) {
     let mi = in_day / 60_000 % 60;
     let s = in_day / 1000 % 60;
     let ms = in_day % 1000;
-    let mut push2 = |out: &mut Vec<u8>, v: i64| {
+    let push2 = |out: &mut Vec<u8>, v: i64| {
         out.push(b'0' + (v / 10) as u8);
         out.push(b'0' + (v % 10) as u8);
     };
