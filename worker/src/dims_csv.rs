@@ -7,9 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
+use riskpipe_engine::Cents;
 use riskpipe_engine::dimensions::{HistoryRow, MerchantProfile, StaticDimensions, UserProfile};
 use riskpipe_engine::timefmt::days_from_civil;
-use riskpipe_engine::Cents;
 use rust_decimal::Decimal;
 
 /// A dimension file that could not be read.
@@ -76,7 +76,10 @@ impl Row<'_> {
 
     fn cell(&self, column: &str) -> Option<&str> {
         let i = self.table.headers.iter().position(|h| h.trim() == column)?;
-        self.record.get(i).map(str::trim).filter(|v| !v.is_empty() && *v != "NULL")
+        self.record
+            .get(i)
+            .map(str::trim)
+            .filter(|v| !v.is_empty() && *v != "NULL")
     }
 
     fn bad(&self, column: &str, reason: String) -> DimensionError {
@@ -94,7 +97,10 @@ impl Row<'_> {
 
     fn int(&self, column: &str) -> Result<Option<i64>, DimensionError> {
         self.cell(column)
-            .map(|v| v.parse::<i64>().map_err(|_| self.bad(column, format!("expected an integer, got {v:?}"))))
+            .map(|v| {
+                v.parse::<i64>()
+                    .map_err(|_| self.bad(column, format!("expected an integer, got {v:?}")))
+            })
             .transpose()
     }
 
@@ -105,13 +111,19 @@ impl Row<'_> {
 
     fn cents(&self, column: &str) -> Result<Option<Cents>, DimensionError> {
         self.cell(column)
-            .map(|v| Cents::parse_column(v).ok_or_else(|| self.bad(column, format!("expected a decimal, got {v:?}"))))
+            .map(|v| {
+                Cents::parse_column(v)
+                    .ok_or_else(|| self.bad(column, format!("expected a decimal, got {v:?}")))
+            })
             .transpose()
     }
 
     fn decimal(&self, column: &str) -> Result<Option<Decimal>, DimensionError> {
         self.cell(column)
-            .map(|v| Decimal::from_str_exact(v).map_err(|_| self.bad(column, format!("expected a decimal, got {v:?}"))))
+            .map(|v| {
+                Decimal::from_str_exact(v)
+                    .map_err(|_| self.bad(column, format!("expected a decimal, got {v:?}")))
+            })
             .transpose()
     }
 
@@ -138,7 +150,9 @@ impl Row<'_> {
                         (Ok(y), Ok(m), Ok(d)) if (1..=12).contains(&m) && (1..=31).contains(&d) => {
                             Ok(days_from_civil(y, m, d) as i32)
                         }
-                        _ => Err(self.bad(column, format!("expected a date YYYY-MM-DD, got {v:?}"))),
+                        _ => {
+                            Err(self.bad(column, format!("expected a date YYYY-MM-DD, got {v:?}")))
+                        }
                     },
                     _ => Err(self.bad(column, format!("expected a date YYYY-MM-DD, got {v:?}"))),
                 }
@@ -186,10 +200,13 @@ fn each_row(
     let mut record = csv::StringRecord::new();
     let mut n = 0;
     loop {
-        let more = table.reader.read_record(&mut record).map_err(|source| DimensionError::Csv {
-            path: table.path.clone(),
-            source,
-        })?;
+        let more = table
+            .reader
+            .read_record(&mut record)
+            .map_err(|source| DimensionError::Csv {
+                path: table.path.clone(),
+                source,
+            })?;
         if !more {
             break;
         }

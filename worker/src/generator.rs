@@ -12,17 +12,27 @@ use std::collections::BinaryHeap;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use riskpipe_engine::Cents;
 use riskpipe_engine::dimensions::{Dimensions, HistoryRow, MerchantProfile, UserProfile};
 use riskpipe_engine::timefmt::{Zone, format_time};
-use riskpipe_engine::Cents;
 use rust_decimal::Decimal;
 
 /// 2024-01-01 00:00:00 UTC: where simulated event time starts.
 const START_MS: i64 = 1_704_067_200_000;
 
 const LOCATIONS: [&str; 12] = [
-    "Taipei", "Tokyo", "Singapore", "Hong Kong", "Seoul", "London", "New York", "Paris",
-    "Sydney", "Berlin", "Toronto", "Dubai",
+    "Taipei",
+    "Tokyo",
+    "Singapore",
+    "Hong Kong",
+    "Seoul",
+    "London",
+    "New York",
+    "Paris",
+    "Sydney",
+    "Berlin",
+    "Toronto",
+    "Dubai",
 ];
 const HIGH_RISK_LOCATIONS: [&str; 2] = ["高風險國家1", "高風險國家2"];
 const TYPES: [&str; 4] = ["PURCHASE", "TRANSFER", "WITHDRAWAL", "PAYMENT"];
@@ -114,14 +124,18 @@ pub struct Generator {
     pending: BinaryHeap<Reverse<(i64, u64)>>,
     drafts: Vec<Option<Draft>>,
     free: Vec<u64>,
-    dims: GeneratedDimensions,
+    dims: std::sync::Arc<GeneratedDimensions>,
 }
 
 impl Generator {
     /// A generator and, separately, its dimension tables.
     pub fn new(cfg: GeneratorConfig) -> Self {
-        let rate = if cfg.rate_per_second == 0 { 1000 } else { cfg.rate_per_second };
-        let dims = GeneratedDimensions::new(&cfg);
+        let rate = if cfg.rate_per_second == 0 {
+            1000
+        } else {
+            cfg.rate_per_second
+        };
+        let dims = std::sync::Arc::new(GeneratedDimensions::new(&cfg));
         Generator {
             rng: SmallRng::seed_from_u64(cfg.seed),
             step_ms: 1000.0 / f64::from(rate),
@@ -137,8 +151,8 @@ impl Generator {
     }
 
     /// The dimension tables matching this stream.
-    pub fn dimensions(&self) -> &GeneratedDimensions {
-        &self.dims
+    pub fn dimensions(&self) -> std::sync::Arc<GeneratedDimensions> {
+        std::sync::Arc::clone(&self.dims)
     }
 
     /// Simulated event time of the next transaction, ms since the epoch.
@@ -163,11 +177,19 @@ impl Generator {
 
     fn user_ip(&self, user: i64, n: u64) -> String {
         let h = mix(self.cfg.seed ^ (user as u64).wrapping_mul(31) ^ n);
-        format!("10.{}.{}.{}", (h >> 8) % 256, (h >> 16) % 256, (h >> 24) % 254 + 1)
+        format!(
+            "10.{}.{}.{}",
+            (h >> 8) % 256,
+            (h >> 16) % 256,
+            (h >> 24) % 254 + 1
+        )
     }
 
     fn user_device(&self, user: i64, n: u64) -> String {
-        format!("dev-{:012x}", mix(self.cfg.seed ^ (user as u64) << 8 ^ n) & 0xffff_ffff_ffff)
+        format!(
+            "dev-{:012x}",
+            mix(self.cfg.seed ^ (user as u64) << 8 ^ n) & 0xffff_ffff_ffff
+        )
     }
 
     fn normal(&mut self, time: i64) -> Draft {
@@ -218,7 +240,11 @@ impl Generator {
                 }
             }
             FraudPattern::AccountTakeover => {
-                let max = self.dims.user_profile(user).max_single_amount.map_or(1_000_000, |c| c.0);
+                let max = self
+                    .dims
+                    .user_profile(user)
+                    .max_single_amount
+                    .map_or(1_000_000, |c| c.0);
                 let location = if self.rng.random_bool(0.5) {
                     HIGH_RISK_LOCATIONS[self.rng.random_range(0..2)]
                 } else {
@@ -237,7 +263,11 @@ impl Generator {
                 self.push(draft);
             }
             FraudPattern::VelocityBurst => {
-                let avg = self.dims.user_profile(user).avg_daily_amount.map_or(200_000, |c| c.0);
+                let avg = self
+                    .dims
+                    .user_profile(user)
+                    .avg_daily_amount
+                    .map_or(200_000, |c| c.0);
                 for i in 0..self.rng.random_range(8..14) {
                     let draft = Draft {
                         time: time + i * self.rng.random_range(20_000..120_000),
@@ -253,7 +283,11 @@ impl Generator {
                 }
             }
             FraudPattern::NightLargeAmount => {
-                let avg = self.dims.user_profile(user).avg_daily_amount.map_or(200_000, |c| c.0);
+                let avg = self
+                    .dims
+                    .user_profile(user)
+                    .avg_daily_amount
+                    .map_or(200_000, |c| c.0);
                 // Move to the next 02:00–05:59 hour of event time.
                 let day = time.div_euclid(86_400_000) * 86_400_000;
                 let mut night = day + 2 * 3_600_000 + self.rng.random_range(0..4 * 3_600_000);
@@ -291,9 +325,11 @@ impl Generator {
 
     fn render(&mut self, d: Draft) -> Generated {
         // A blacklisted user's transaction is fraud whichever path produced it.
-        let label = d
-            .label
-            .or_else(|| self.dims.user_blacklisted(d.user).then_some(FraudPattern::BlacklistedEntity));
+        let label = d.label.or_else(|| {
+            self.dims
+                .user_blacklisted(d.user)
+                .then_some(FraudPattern::BlacklistedEntity)
+        });
         let id = self.next_id;
         self.next_id += 1;
         let kind = TYPES[(mix(id as u64) % TYPES.len() as u64) as usize];
@@ -334,7 +370,10 @@ impl Iterator for Generator {
             }
         }
         self.clock += self.step_ms;
-        if self.rng.random_bool(self.cfg.fraud_ratio.clamp(0.0, 1.0) / 4.0) {
+        if self
+            .rng
+            .random_bool(self.cfg.fraud_ratio.clamp(0.0, 1.0) / 4.0)
+        {
             self.episode(now);
         }
         let draft = self.normal(now);
@@ -376,7 +415,16 @@ impl GeneratedDimensions {
                 let avg = 50_000 + ((h >> 20) % 450_000) as i64;
                 UserProfile {
                     risk_score: Some(risk),
-                    risk_level: Some(levels[if risk >= 60 { 2 } else if risk >= 30 { 1 } else { 0 }].to_owned()),
+                    risk_level: Some(
+                        levels[if risk >= 60 {
+                            2
+                        } else if risk >= 30 {
+                            1
+                        } else {
+                            0
+                        }]
+                        .to_owned(),
+                    ),
                     credit_rating: Some(["A", "B", "C"][((h >> 40) % 3) as usize].to_owned()),
                     account_age_days: Some(((h >> 44) % 3000) as i64),
                     avg_daily_amount: Some(Cents(avg)),
@@ -390,16 +438,35 @@ impl GeneratedDimensions {
                 let h = mix(seed ^ 0x4d45 ^ (m as u64));
                 let always_open = h % 4 == 0;
                 MerchantProfile {
-                    merchant_category: Some(["retail", "travel", "gaming", "food"][((h >> 8) % 4) as usize].to_owned()),
-                    risk_level: Some(if h % 50 == 0 { "HIGH" } else if h % 5 == 0 { "MEDIUM" } else { "LOW" }.to_owned()),
+                    merchant_category: Some(
+                        ["retail", "travel", "gaming", "food"][((h >> 8) % 4) as usize].to_owned(),
+                    ),
+                    risk_level: Some(
+                        if h % 50 == 0 {
+                            "HIGH"
+                        } else if h % 5 == 0 {
+                            "MEDIUM"
+                        } else {
+                            "LOW"
+                        }
+                        .to_owned(),
+                    ),
                     fraud_rate: Some(Decimal::new(((h >> 16) % 200) as i64, 4)),
                     avg_transaction_amount: Some(Cents(10_000 + ((h >> 24) % 200_000) as i64)),
-                    business_hours_start: Some(if always_open { 0 } else { 6 + ((h >> 32) % 4) as u8 }),
-                    business_hours_end: Some(if always_open { 23 } else { 20 + ((h >> 36) % 4) as u8 }),
+                    business_hours_start: Some(if always_open {
+                        0
+                    } else {
+                        6 + ((h >> 32) % 4) as u8
+                    }),
+                    business_hours_end: Some(if always_open {
+                        23
+                    } else {
+                        20 + ((h >> 36) % 4) as u8
+                    }),
                 }
             })
             .collect();
-        let blacklist_users = (0..1000u64)
+        let blacklist_users: Vec<i64> = (0..1000u64)
             .map(|i| (mix(seed ^ 0x424c ^ i) % u64::from(cfg.users.max(1))) as i64)
             .collect();
         let blacklist_set = blacklist_users.iter().copied().collect();
@@ -427,10 +494,14 @@ impl GeneratedDimensions {
 
 impl Dimensions for GeneratedDimensions {
     fn user(&self, user_id: i64) -> Option<&UserProfile> {
-        usize::try_from(user_id).ok().and_then(|i| self.users.get(i))
+        usize::try_from(user_id)
+            .ok()
+            .and_then(|i| self.users.get(i))
     }
     fn merchant(&self, merchant_id: i64) -> Option<&MerchantProfile> {
-        usize::try_from(merchant_id).ok().and_then(|i| self.merchants.get(i))
+        usize::try_from(merchant_id)
+            .ok()
+            .and_then(|i| self.merchants.get(i))
     }
     fn history(&self, user_id: i64, _date_days: i32, _hour: u8) -> Option<HistoryRow> {
         let profile = self.user(user_id)?;

@@ -1,0 +1,14 @@
+//! The riskpipe worker: the data plane around the engine — sources, state in
+//! RocksDB, outputs, and local mode.
+
+pub mod commands;
+pub mod dims_csv;
+pub mod generator;
+pub mod local;
+pub mod output;
+pub mod pipeline_config;
+pub mod report;
+pub mod source;
+pub mod state;
+
+pub use riskpipe_engine as engine;

@@ -177,13 +177,7 @@ impl PartitionState {
 
     /// Approximate bytes of live state on disk (SST files plus memtables).
     pub fn approximate_bytes(&self) -> u64 {
-        let prop = |name: &str| {
-            self.db
-                .property_int_value(name)
-                .ok()
-                .flatten()
-                .unwrap_or(0)
-        };
+        let prop = |name: &str| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
         prop("rocksdb.total-sst-files-size") + prop("rocksdb.cur-size-all-mem-tables")
     }
 
@@ -230,11 +224,13 @@ impl StateStore for PartitionState {
             self.stats.misses += 1;
             let key = user_key(user_id);
             let value = match self.db.get_pinned(key).map_err(|e| self.rocks(e))? {
-                Some(bytes) => codec::decode_user(&bytes, cfg).map_err(|source| StateError::Codec {
-                    path: self.path.clone(),
-                    key: key.to_vec(),
-                    source,
-                })?,
+                Some(bytes) => {
+                    codec::decode_user(&bytes, cfg).map_err(|source| StateError::Codec {
+                        path: self.path.clone(),
+                        key: key.to_vec(),
+                        source,
+                    })?
+                }
                 None => UserState::default(),
             };
             if self.users.len() == self.users.cap().get()
@@ -242,7 +238,13 @@ impl StateStore for PartitionState {
             {
                 self.spill_user(id, old);
             }
-            self.users.put(user_id, Cached { value, dirty: false });
+            self.users.put(
+                user_id,
+                Cached {
+                    value,
+                    dirty: false,
+                },
+            );
         }
         let c = self.users.get_or_insert_mut(user_id, Cached::default);
         if !c.dirty {
@@ -277,9 +279,17 @@ impl StateStore for PartitionState {
             {
                 self.spill_merchant(id, old);
             }
-            self.merchants.put(merchant_id, Cached { value, dirty: false });
+            self.merchants.put(
+                merchant_id,
+                Cached {
+                    value,
+                    dirty: false,
+                },
+            );
         }
-        let c = self.merchants.get_or_insert_mut(merchant_id, Cached::default);
+        let c = self
+            .merchants
+            .get_or_insert_mut(merchant_id, Cached::default);
         if !c.dirty {
             c.dirty = true;
             self.dirty_merchants.push(merchant_id);

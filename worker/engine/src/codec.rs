@@ -77,7 +77,8 @@ pub fn encode_user(state: &UserState, out: &mut Vec<u8>) {
         put_varint(zigzag(e.time.wrapping_sub(time)), out);
         put_varint(zigzag(e.id.wrapping_sub(id)), out);
         put_varint(e.cents as u64, out);
-        let flags = u8::from(e.ip != 0) | u8::from(e.device != 0) << 1 | u8::from(e.location != 0) << 2;
+        let flags =
+            u8::from(e.ip != 0) | u8::from(e.device != 0) << 1 | u8::from(e.location != 0) << 2;
         out.push(flags);
         for h in [e.ip, e.device, e.location] {
             if h != 0 {

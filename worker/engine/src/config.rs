@@ -144,7 +144,7 @@ impl Default for WindowConfig {
         WindowConfig {
             short_ms: HOUR_MS,
             distinct_ms: DAY_MS,
-            small_amount_limit: Cents(100_00),
+            small_amount_limit: Cents(10_000),
             small_amount_run: 3,
             user_feature_ms: 30 * DAY_MS,
             merchant_feature_ms: 7 * DAY_MS,

@@ -115,7 +115,9 @@ impl DecisionWriter {
         w.int("transaction_id", d.transaction_id);
         w.int("user_id", d.user_id);
         w.int("merchant_id", d.merchant_id);
-        w.raw_with("amount", |o| o.extend_from_slice(d.amount.to_string().as_bytes()));
+        w.raw_with("amount", |o| {
+            o.extend_from_slice(d.amount.to_string().as_bytes())
+        });
         w.raw_with("transaction_time", |o| {
             o.push(b'"');
             write_wall_time(d.event_wall_ms, o);
@@ -134,7 +136,9 @@ impl DecisionWriter {
             None => w.null("merchant_fraud_rate"),
         }
         w.int("txn_count_1h", i64::from(d.txn_count_1h));
-        w.raw_with("txn_amount_1h", |o| write_cents_i128(d.txn_amount_1h_cents, o));
+        w.raw_with("txn_amount_1h", |o| {
+            write_cents_i128(d.txn_amount_1h_cents, o)
+        });
         w.int("distinct_ip_24h", i64::from(d.distinct_ip_24h));
         w.int("distinct_device_24h", i64::from(d.distinct_device_24h));
         w.int("small_amount_pattern", i64::from(d.small_amount_pattern));

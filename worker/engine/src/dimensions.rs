@@ -123,3 +123,27 @@ impl Dimensions for StaticDimensions {
         self.high_risk_locations.contains(location)
     }
 }
+
+impl<T: Dimensions + ?Sized> Dimensions for std::sync::Arc<T> {
+    fn user(&self, user_id: i64) -> Option<&UserProfile> {
+        (**self).user(user_id)
+    }
+    fn merchant(&self, merchant_id: i64) -> Option<&MerchantProfile> {
+        (**self).merchant(merchant_id)
+    }
+    fn history(&self, user_id: i64, date_days: i32, hour: u8) -> Option<HistoryRow> {
+        (**self).history(user_id, date_days, hour)
+    }
+    fn user_blacklisted(&self, user_id: i64) -> bool {
+        (**self).user_blacklisted(user_id)
+    }
+    fn merchant_blacklisted(&self, merchant_id: i64) -> bool {
+        (**self).merchant_blacklisted(merchant_id)
+    }
+    fn ip_blacklisted(&self, ip: &str) -> bool {
+        (**self).ip_blacklisted(ip)
+    }
+    fn location_high_risk(&self, location: &str) -> bool {
+        (**self).location_high_risk(location)
+    }
+}

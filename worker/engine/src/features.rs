@@ -84,7 +84,10 @@ impl ModelInput {
     const ALL: [(ModelInput, &'static str); 12] = [
         (ModelInput::LogAmount, "log_amount"),
         (ModelInput::AmountZscore30d, "amount_zscore_30d"),
-        (ModelInput::LogAmountToMerchantAvg7d, "log_amount_to_merchant_avg_7d"),
+        (
+            ModelInput::LogAmountToMerchantAvg7d,
+            "log_amount_to_merchant_avg_7d",
+        ),
         (ModelInput::Night, "night"),
         (ModelInput::FirstTxn, "first_txn"),
         (ModelInput::LogTimeSinceLastTxn, "log_time_since_last_txn"),

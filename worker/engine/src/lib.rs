@@ -87,7 +87,9 @@ impl Engine {
             device: value_hash(tx.device_id.as_deref()),
             location: location_hash,
         };
-        let w = store.user(tx.user_id, &cfg.windows)?.observe(entry, &cfg.windows);
+        let w = store
+            .user(tx.user_id, &cfg.windows)?
+            .observe(entry, &cfg.windows);
         let merchant_window = store.merchant(tx.merchant_id, &cfg.windows)?.observe(
             MerchantEntry {
                 time: tx.event_time_ms,
@@ -108,15 +110,17 @@ impl Engine {
             Blacklist::User
         } else if dims.merchant_blacklisted(tx.merchant_id) {
             Blacklist::Merchant
-        } else if tx.ip_address.as_deref().is_some_and(|ip| dims.ip_blacklisted(ip)) {
+        } else if tx
+            .ip_address
+            .as_deref()
+            .is_some_and(|ip| dims.ip_blacklisted(ip))
+        {
             Blacklist::Ip
         } else {
             Blacklist::None
         };
         let geo = match tx.location.as_deref() {
-            Some(loc)
-                if self.high_risk_locations.contains(loc) || dims.location_high_risk(loc) =>
-            {
+            Some(loc) if self.high_risk_locations.contains(loc) || dims.location_high_risk(loc) => {
                 Geo::High
             }
             Some(_)

@@ -116,7 +116,9 @@ impl FinalDecision {
 pub fn amount_anomaly_score(amount: Cents, user: Option<&UserProfile>, cfg: &ScoringConfig) -> i64 {
     let Some(user) = user else { return 0 };
     if let Some(max) = user.max_single_amount
-        && cfg.max_single_amount_multiplier.exceeded_by(amount.0, max.0)
+        && cfg
+            .max_single_amount_multiplier
+            .exceeded_by(amount.0, max.0)
     {
         return cfg.extreme_amount_score;
     }
@@ -141,7 +143,11 @@ pub fn hour_in(hour: u8, start: u8, end: u8) -> bool {
 }
 
 /// `time_anomaly_score` (§3).
-pub fn time_anomaly_score(hour: u8, merchant: Option<&MerchantProfile>, cfg: &ScoringConfig) -> i64 {
+pub fn time_anomaly_score(
+    hour: u8,
+    merchant: Option<&MerchantProfile>,
+    cfg: &ScoringConfig,
+) -> i64 {
     if hour_in(hour, cfg.night_start_hour, cfg.night_end_hour) {
         return cfg.night_score;
     }
@@ -155,7 +161,11 @@ pub fn time_anomaly_score(hour: u8, merchant: Option<&MerchantProfile>, cfg: &Sc
 }
 
 /// `frequency_anomaly` (§5).
-pub fn frequency(txn_count_1h: u32, history: Option<&HistoryRow>, cfg: &HistoryConfig) -> Frequency {
+pub fn frequency(
+    txn_count_1h: u32,
+    history: Option<&HistoryRow>,
+    cfg: &HistoryConfig,
+) -> Frequency {
     let Some(count) = history.and_then(|h| h.transaction_count) else {
         return Frequency::Normal;
     };
@@ -170,7 +180,11 @@ pub fn frequency(txn_count_1h: u32, history: Option<&HistoryRow>, cfg: &HistoryC
 }
 
 /// `amount_anomaly` (§5).
-pub fn amount_label(amount: Cents, history: Option<&HistoryRow>, cfg: &HistoryConfig) -> AmountLabel {
+pub fn amount_label(
+    amount: Cents,
+    history: Option<&HistoryRow>,
+    cfg: &HistoryConfig,
+) -> AmountLabel {
     let Some(h) = history else {
         return AmountLabel::Normal;
     };
@@ -183,7 +197,11 @@ pub fn amount_label(amount: Cents, history: Option<&HistoryRow>, cfg: &HistoryCo
         if cfg.high_amount_multiplier.exceeded_by(amount.0, avg.0) {
             return AmountLabel::High;
         }
-        if avg.0 > 0 && cfg.deviation_ratio.exceeded_by((amount.0 - avg.0).abs(), avg.0) {
+        if avg.0 > 0
+            && cfg
+                .deviation_ratio
+                .exceeded_by((amount.0 - avg.0).abs(), avg.0)
+        {
             return AmountLabel::Deviation;
         }
     }
@@ -246,9 +264,21 @@ pub fn final_decision(i: &DecisionInputs<'_>, cfg: &DecisionConfig) -> FinalDeci
 /// The seed's `CONCAT_WS('; ', …)` reasons and their machine-readable codes.
 pub fn reasons(i: &DecisionInputs<'_>, cfg: &DecisionConfig) -> (String, Vec<&'static str>) {
     let parts: [(bool, &str, &'static str); 4] = [
-        (i.total_risk_score > cfg.review_score, "高風險評分", "HIGH_RISK_SCORE"),
-        (i.amount != AmountLabel::Normal, "金額異常", "AMOUNT_ANOMALY"),
-        (i.frequency != Frequency::Normal, "頻次異常", "FREQUENCY_ANOMALY"),
+        (
+            i.total_risk_score > cfg.review_score,
+            "高風險評分",
+            "HIGH_RISK_SCORE",
+        ),
+        (
+            i.amount != AmountLabel::Normal,
+            "金額異常",
+            "AMOUNT_ANOMALY",
+        ),
+        (
+            i.frequency != Frequency::Normal,
+            "頻次異常",
+            "FREQUENCY_ANOMALY",
+        ),
         (i.access != Access::Normal, "訪問異常", "ACCESS_ANOMALY"),
     ];
     let mut text = String::new();

@@ -151,7 +151,11 @@ pub fn parse_time(text: &str, zone: Zone) -> Result<i64, TimeError> {
             return Err(err());
         }
         for i in 0..3 {
-            millis = millis * 10 + frac.get(i).filter(|_| i < n).map_or(0, |c| i64::from(c - b'0'));
+            millis = millis * 10
+                + frac
+                    .get(i)
+                    .filter(|_| i < n)
+                    .map_or(0, |c| i64::from(c - b'0'));
         }
         rest = &frac[n..];
     }
@@ -284,7 +288,10 @@ mod tests {
 
     #[test]
     fn parses_epoch_millis_string() {
-        assert_eq!(parse_time("1709260200000", Zone::Utc).unwrap(), 1_709_260_200_000);
+        assert_eq!(
+            parse_time("1709260200000", Zone::Utc).unwrap(),
+            1_709_260_200_000
+        );
     }
 
     #[test]
@@ -330,7 +337,10 @@ mod tests {
         let f = local_fields(t, Zone::Utc);
         assert_eq!((f.hour, f.day_of_week), (23, 1));
         assert_eq!(f.date_days, days_from_civil(2024, 3, 3) as i32);
-        let sat = local_fields(parse_time("2024-03-09 00:00:00", Zone::Utc).unwrap(), Zone::Utc);
+        let sat = local_fields(
+            parse_time("2024-03-09 00:00:00", Zone::Utc).unwrap(),
+            Zone::Utc,
+        );
         assert_eq!(sat.day_of_week, 7);
         let before_epoch = local_fields(-1, Zone::Utc);
         assert_eq!((before_epoch.hour, before_epoch.date_days), (23, -1));

@@ -111,7 +111,7 @@ pub fn parse_transaction(bytes: &[u8], zone: Zone) -> Result<Transaction, Invali
     })
 }
 
-fn present<'a>(raw: Option<&'a RawValue>) -> Option<&'a str> {
+fn present(raw: Option<&RawValue>) -> Option<&str> {
     raw.map(RawValue::get).filter(|text| *text != "null")
 }
 
@@ -148,11 +148,10 @@ fn event_time(raw: Option<&RawValue>, zone: Zone) -> Result<i64, InvalidRecord> 
     let text = present(raw).ok_or(InvalidRecord::Missing("transaction_time"))?;
     let field = "transaction_time";
     if text.starts_with('"') {
-        let value: Cow<'_, str> =
-            serde_json::from_str(text).map_err(|_| InvalidRecord::Field {
-                field,
-                reason: "expected a string or epoch milliseconds".to_owned(),
-            })?;
+        let value: Cow<'_, str> = serde_json::from_str(text).map_err(|_| InvalidRecord::Field {
+            field,
+            reason: "expected a string or epoch milliseconds".to_owned(),
+        })?;
         parse_time(&value, zone).map_err(|e| InvalidRecord::Field {
             field,
             reason: e.to_string(),
@@ -232,15 +231,42 @@ mod tests {
         let cases: &[(&str, &str)] = &[
             ("{", "not a JSON object"),
             ("[1,2]", "not a JSON object"),
-            (r#"{"user_id":7,"amount":1,"merchant_id":3,"transaction_time":1}"#, "transaction_id"),
-            (r#"{"transaction_id":"x","user_id":7,"amount":1,"merchant_id":3,"transaction_time":1}"#, "transaction_id"),
-            (r#"{"transaction_id":1.5,"user_id":7,"amount":1,"merchant_id":3,"transaction_time":1}"#, "transaction_id"),
-            (r#"{"transaction_id":1,"user_id":7,"amount":-1,"merchant_id":3,"transaction_time":1}"#, "negative"),
-            (r#"{"transaction_id":1,"user_id":7,"amount":1.001,"merchant_id":3,"transaction_time":1}"#, "more than 2 decimals"),
-            (r#"{"transaction_id":1,"user_id":7,"amount":true,"merchant_id":3,"transaction_time":1}"#, "amount"),
-            (r#"{"transaction_id":1,"user_id":7,"amount":1,"merchant_id":3,"transaction_time":"soon"}"#, "transaction_time"),
-            (r#"{"transaction_id":1,"user_id":7,"amount":1,"merchant_id":3}"#, "transaction_time"),
-            (r#"{"transaction_id":1,"user_id":7,"amount":1,"merchant_id":3,"transaction_time":1,"ip_address":5}"#, "ip_address"),
+            (
+                r#"{"user_id":7,"amount":1,"merchant_id":3,"transaction_time":1}"#,
+                "transaction_id",
+            ),
+            (
+                r#"{"transaction_id":"x","user_id":7,"amount":1,"merchant_id":3,"transaction_time":1}"#,
+                "transaction_id",
+            ),
+            (
+                r#"{"transaction_id":1.5,"user_id":7,"amount":1,"merchant_id":3,"transaction_time":1}"#,
+                "transaction_id",
+            ),
+            (
+                r#"{"transaction_id":1,"user_id":7,"amount":-1,"merchant_id":3,"transaction_time":1}"#,
+                "negative",
+            ),
+            (
+                r#"{"transaction_id":1,"user_id":7,"amount":1.001,"merchant_id":3,"transaction_time":1}"#,
+                "more than 2 decimals",
+            ),
+            (
+                r#"{"transaction_id":1,"user_id":7,"amount":true,"merchant_id":3,"transaction_time":1}"#,
+                "amount",
+            ),
+            (
+                r#"{"transaction_id":1,"user_id":7,"amount":1,"merchant_id":3,"transaction_time":"soon"}"#,
+                "transaction_time",
+            ),
+            (
+                r#"{"transaction_id":1,"user_id":7,"amount":1,"merchant_id":3}"#,
+                "transaction_time",
+            ),
+            (
+                r#"{"transaction_id":1,"user_id":7,"amount":1,"merchant_id":3,"transaction_time":1,"ip_address":5}"#,
+                "ip_address",
+            ),
         ];
         for (json, needle) in cases {
             let err = parse_transaction(json.as_bytes(), Zone::Utc).unwrap_err();

@@ -219,9 +219,9 @@ impl UserState {
     pub fn observe(&mut self, e: Entry, cfg: &WindowConfig) -> UserWindowFeatures {
         let key = (e.time, e.id);
         let pos = match self.entries.back() {
-            Some(last) if (last.time, last.id) > key => self
-                .entries
-                .partition_point(|x| (x.time, x.id) < key),
+            Some(last) if (last.time, last.id) > key => {
+                self.entries.partition_point(|x| (x.time, x.id) < key)
+            }
             _ => self.entries.len(),
         };
         let in_order = pos == self.entries.len();

@@ -70,7 +70,14 @@ fn amount_anomaly_score_branches() {
 fn missing_profile_and_null_columns_score_nothing() {
     let dims = StaticDimensions::default();
     let d = decide_one(&dims, &tx(1, "2024-03-01 12:00:00", 1_000_000));
-    assert_eq!((d.base_risk_score, d.amount_anomaly_score, d.total_risk_score), (0, 0, 0));
+    assert_eq!(
+        (
+            d.base_risk_score,
+            d.amount_anomaly_score,
+            d.total_risk_score
+        ),
+        (0, 0, 0)
+    );
     assert_eq!(d.user_risk_level, None);
     assert_eq!(d.final_decision, FinalDecision::Approve);
 
@@ -92,7 +99,8 @@ fn missing_profile_and_null_columns_score_nothing() {
 #[test]
 fn time_anomaly_score_branches() {
     // (hour, merchant hours, expected)
-    let cases: [(&str, Option<(u8, u8)>, i64); 10] = [
+    type Case<'a> = (&'a str, Option<(u8, u8)>, i64);
+    let cases: [Case<'_>; 10] = [
         ("02:00:00", None, 15),
         ("05:59:59", None, 15),
         ("01:59:59", None, 0),
@@ -161,7 +169,8 @@ fn frequency_labels() {
     ] {
         let mut dims = StaticDimensions::default();
         let date = riskpipe_engine::timefmt::days_from_civil(2024, 3, 1) as i32;
-        dims.history.insert((USER, date, 12), history(hist_count, 1000, 5000));
+        dims.history
+            .insert((USER, date, 12), history(hist_count, 1000, 5000));
         let engine = Engine::new(EngineConfig::default());
         let mut store = MemoryStore::default();
         let mut last = None;
@@ -178,7 +187,10 @@ fn frequency_labels() {
 
 #[test]
 fn no_history_row_is_normal_everywhere() {
-    let d = decide_one(&StaticDimensions::default(), &tx(1, "2024-03-01 12:00:00", 1_000_000));
+    let d = decide_one(
+        &StaticDimensions::default(),
+        &tx(1, "2024-03-01 12:00:00", 1_000_000),
+    );
     assert_eq!(d.frequency_anomaly, Frequency::Normal);
     assert_eq!(d.amount_anomaly, AmountLabel::Normal);
     assert_eq!(d.historical_avg, None);
@@ -197,7 +209,8 @@ fn amount_labels() {
     ] {
         let mut dims = StaticDimensions::default();
         let date = riskpipe_engine::timefmt::days_from_civil(2024, 3, 1) as i32;
-        dims.history.insert((USER, date, 12), history(100, avg, max));
+        dims.history
+            .insert((USER, date, 12), history(100, avg, max));
         let d = decide_one(&dims, &tx(1, "2024-03-01 12:00:00", amount));
         assert_eq!(d.amount_anomaly, expected, "amount {amount}");
     }
@@ -215,7 +228,11 @@ fn access_labels_count_distinct_non_null_values() {
         t.device_id = (i % 2 == 0).then(|| "same".to_owned());
         last = Some(engine.decide(&t, &dims, &mut store).unwrap());
         let d = last.as_ref().unwrap();
-        let expected = if i + 1 > 5 { Access::MultipleIp } else { Access::Normal };
+        let expected = if i + 1 > 5 {
+            Access::MultipleIp
+        } else {
+            Access::Normal
+        };
         assert_eq!(d.access_anomaly, expected, "after {} ips", i + 1);
     }
     let d = last.take().unwrap();
@@ -240,7 +257,11 @@ fn blacklist_precedence_and_effect() {
     dims.blacklist_ips.insert("1.2.3.4".to_owned());
     let d = decide_one(&dims, &t);
     assert_eq!(d.blacklist_status, Blacklist::Merchant);
-    assert_eq!(d.final_decision, FinalDecision::Approve, "only a blacklisted user rejects");
+    assert_eq!(
+        d.final_decision,
+        FinalDecision::Approve,
+        "only a blacklisted user rejects"
+    );
     dims.blacklist_merchants.clear();
     assert_eq!(decide_one(&dims, &t).blacklist_status, Blacklist::Ip);
     dims.blacklist_users.insert(USER);
@@ -262,13 +283,19 @@ fn geo_risk_with_nulls_and_changes() {
     };
     assert_eq!(go(1, "2024-03-01 12:00:00", Some("Taipei")), Geo::Normal);
     assert_eq!(go(2, "2024-03-01 12:01:00", Some("Taipei")), Geo::Normal);
-    assert_eq!(go(3, "2024-03-01 12:02:00", Some("Tokyo")), Geo::LocationChange);
+    assert_eq!(
+        go(3, "2024-03-01 12:02:00", Some("Tokyo")),
+        Geo::LocationChange
+    );
     assert_eq!(go(4, "2024-03-01 12:03:00", None), Geo::Normal);
     // The previous location is NULL: no change can be claimed.
     assert_eq!(go(5, "2024-03-01 12:04:00", Some("Paris")), Geo::Normal);
     assert_eq!(go(6, "2024-03-01 12:05:00", Some("高風險國家1")), Geo::High);
     // Ties in time: the previous transaction is the one with the smaller id.
-    assert_eq!(go(8, "2024-03-01 12:06:00", Some("Paris")), Geo::LocationChange);
+    assert_eq!(
+        go(8, "2024-03-01 12:06:00", Some("Paris")),
+        Geo::LocationChange
+    );
     assert_eq!(go(7, "2024-03-01 12:06:00", Some("高風險國家1")), Geo::High);
     assert_eq!(go(9, "2024-03-01 12:06:00", Some("Paris")), Geo::Normal);
 }
@@ -286,19 +313,98 @@ fn decision_rule_order() {
         access: Access::Normal,
     };
     let cases = [
-        (rules::DecisionInputs { total_risk_score: 101, ..base }, FinalDecision::Reject),
-        (rules::DecisionInputs { total_risk_score: 100, ..base }, FinalDecision::ManualReview),
-        (rules::DecisionInputs { frequency: Frequency::High, amount: AmountLabel::Extreme, ..base }, FinalDecision::Reject),
-        (rules::DecisionInputs { frequency: Frequency::High, ..base }, FinalDecision::Approve),
-        (rules::DecisionInputs { user_risk_level: Some("HIGH"), ..base }, FinalDecision::ManualReview),
-        (rules::DecisionInputs { amount: AmountLabel::High, ..base }, FinalDecision::ManualReview),
-        (rules::DecisionInputs { amount: AmountLabel::Deviation, ..base }, FinalDecision::Approve),
-        (rules::DecisionInputs { access: Access::MultipleDevice, ..base }, FinalDecision::ManualReview),
-        (rules::DecisionInputs { total_risk_score: 70, ..base }, FinalDecision::DelayedApproval),
-        (rules::DecisionInputs { total_risk_score: 51, ..base }, FinalDecision::DelayedApproval),
-        (rules::DecisionInputs { total_risk_score: 50, ..base }, FinalDecision::Approve),
-        (rules::DecisionInputs { merchant_risk_level: Some("HIGH"), ..base }, FinalDecision::DelayedApproval),
-        (rules::DecisionInputs { frequency: Frequency::Medium, ..base }, FinalDecision::DelayedApproval),
+        (
+            rules::DecisionInputs {
+                total_risk_score: 101,
+                ..base
+            },
+            FinalDecision::Reject,
+        ),
+        (
+            rules::DecisionInputs {
+                total_risk_score: 100,
+                ..base
+            },
+            FinalDecision::ManualReview,
+        ),
+        (
+            rules::DecisionInputs {
+                frequency: Frequency::High,
+                amount: AmountLabel::Extreme,
+                ..base
+            },
+            FinalDecision::Reject,
+        ),
+        (
+            rules::DecisionInputs {
+                frequency: Frequency::High,
+                ..base
+            },
+            FinalDecision::Approve,
+        ),
+        (
+            rules::DecisionInputs {
+                user_risk_level: Some("HIGH"),
+                ..base
+            },
+            FinalDecision::ManualReview,
+        ),
+        (
+            rules::DecisionInputs {
+                amount: AmountLabel::High,
+                ..base
+            },
+            FinalDecision::ManualReview,
+        ),
+        (
+            rules::DecisionInputs {
+                amount: AmountLabel::Deviation,
+                ..base
+            },
+            FinalDecision::Approve,
+        ),
+        (
+            rules::DecisionInputs {
+                access: Access::MultipleDevice,
+                ..base
+            },
+            FinalDecision::ManualReview,
+        ),
+        (
+            rules::DecisionInputs {
+                total_risk_score: 70,
+                ..base
+            },
+            FinalDecision::DelayedApproval,
+        ),
+        (
+            rules::DecisionInputs {
+                total_risk_score: 51,
+                ..base
+            },
+            FinalDecision::DelayedApproval,
+        ),
+        (
+            rules::DecisionInputs {
+                total_risk_score: 50,
+                ..base
+            },
+            FinalDecision::Approve,
+        ),
+        (
+            rules::DecisionInputs {
+                merchant_risk_level: Some("HIGH"),
+                ..base
+            },
+            FinalDecision::DelayedApproval,
+        ),
+        (
+            rules::DecisionInputs {
+                frequency: Frequency::Medium,
+                ..base
+            },
+            FinalDecision::DelayedApproval,
+        ),
         (base, FinalDecision::Approve),
     ];
     for (inputs, expected) in cases {
@@ -320,7 +426,15 @@ fn reasons_follow_the_seed_concat() {
     };
     let (text, codes) = rules::reasons(&inputs, &cfg);
     assert_eq!(text, "高風險評分; 金額異常; 頻次異常; 訪問異常");
-    assert_eq!(codes, ["HIGH_RISK_SCORE", "AMOUNT_ANOMALY", "FREQUENCY_ANOMALY", "ACCESS_ANOMALY"]);
+    assert_eq!(
+        codes,
+        [
+            "HIGH_RISK_SCORE",
+            "AMOUNT_ANOMALY",
+            "FREQUENCY_ANOMALY",
+            "ACCESS_ANOMALY"
+        ]
+    );
     let quiet = rules::DecisionInputs {
         total_risk_score: 70,
         frequency: Frequency::Normal,
@@ -336,23 +450,38 @@ fn features_of_a_small_stream() {
     let engine = Engine::new(EngineConfig::default());
     let mut store = MemoryStore::default();
     let dims = StaticDimensions::default();
-    let a = engine.decide(&tx(1, "2024-03-03 10:00:00.500", 10), &dims, &mut store).unwrap();
-    assert_eq!((a.time_since_last_txn, a.amount_ratio_to_prev, a.user_amount_stddev_30d), (None, None, None));
+    let a = engine
+        .decide(&tx(1, "2024-03-03 10:00:00.500", 10), &dims, &mut store)
+        .unwrap();
+    assert_eq!(
+        (
+            a.time_since_last_txn,
+            a.amount_ratio_to_prev,
+            a.user_amount_stddev_30d
+        ),
+        (None, None, None)
+    );
     assert_eq!((a.hour_of_day, a.day_of_week), (10, 1));
-    let b = engine.decide(&tx(2, "2024-03-03 10:00:02.100", 30), &dims, &mut store).unwrap();
+    let b = engine
+        .decide(&tx(2, "2024-03-03 10:00:02.100", 30), &dims, &mut store)
+        .unwrap();
     // Whole epoch seconds: 10:00:02 − 10:00:00.
     assert_eq!(b.time_since_last_txn, Some(2));
     assert_eq!(b.amount_ratio_to_prev, Some(3.0));
     assert_eq!(b.user_avg_amount_30d, 20.0);
     assert!((b.user_amount_stddev_30d.unwrap() - 200f64.sqrt()).abs() < 1e-9);
     assert_eq!(b.merchant_avg_amount_7d, 20.0);
-    let c = engine.decide(&tx(3, "2024-03-03 10:00:03", 5), &dims, &mut store).unwrap();
-    assert_eq!(c.small_amount_pattern, true);
+    let c = engine
+        .decide(&tx(3, "2024-03-03 10:00:03", 5), &dims, &mut store)
+        .unwrap();
+    assert!(c.small_amount_pattern);
     assert_eq!(c.txn_amount_1h_cents, 45_00);
     let mut zero = tx(4, "2024-03-03 10:00:04", 0);
     zero.amount = Cents(0);
     engine.decide(&zero, &dims, &mut store).unwrap();
-    let e = engine.decide(&tx(5, "2024-03-03 10:00:05", 5), &dims, &mut store).unwrap();
+    let e = engine
+        .decide(&tx(5, "2024-03-03 10:00:05", 5), &dims, &mut store)
+        .unwrap();
     assert_eq!(e.amount_ratio_to_prev, None, "previous amount 0");
     assert!(e.ml_risk_probability.is_some() && e.ml_risk_category.is_some());
 }
@@ -374,14 +503,37 @@ fn decision_json_has_the_seed_columns() {
     assert_eq!(v["pipeline"], "payments");
     assert_eq!(v["rule_set_version"], "v7");
     for field in [
-        "base_risk_score", "amount_anomaly_score", "time_anomaly_score", "total_risk_score",
-        "merchant_fraud_rate", "txn_count_1h", "txn_amount_1h", "distinct_ip_24h",
-        "distinct_device_24h", "small_amount_pattern", "historical_avg", "historical_max",
-        "historical_count", "frequency_anomaly", "amount_anomaly", "access_anomaly",
-        "blacklist_status", "geo_risk", "risk_reasons", "reason_codes", "user_avg_amount_30d",
-        "user_amount_stddev_30d", "merchant_avg_amount_7d", "hour_of_day", "day_of_week",
-        "time_since_last_txn", "amount_ratio_to_prev", "ml_risk_probability", "ml_risk_category",
-        "decided_at", "processing_latency_ms",
+        "base_risk_score",
+        "amount_anomaly_score",
+        "time_anomaly_score",
+        "total_risk_score",
+        "merchant_fraud_rate",
+        "txn_count_1h",
+        "txn_amount_1h",
+        "distinct_ip_24h",
+        "distinct_device_24h",
+        "small_amount_pattern",
+        "historical_avg",
+        "historical_max",
+        "historical_count",
+        "frequency_anomaly",
+        "amount_anomaly",
+        "access_anomaly",
+        "blacklist_status",
+        "geo_risk",
+        "risk_reasons",
+        "reason_codes",
+        "user_avg_amount_30d",
+        "user_amount_stddev_30d",
+        "merchant_avg_amount_7d",
+        "hour_of_day",
+        "day_of_week",
+        "time_since_last_txn",
+        "amount_ratio_to_prev",
+        "ml_risk_probability",
+        "ml_risk_category",
+        "decided_at",
+        "processing_latency_ms",
     ] {
         assert!(v.get(field).is_some(), "missing {field}");
     }

@@ -13,7 +13,7 @@ fn cfg() -> WindowConfig {
     WindowConfig {
         short_ms: 10_000,
         distinct_ms: 30_000,
-        small_amount_limit: Cents(100_00),
+        small_amount_limit: Cents(10_000),
         small_amount_run: 3,
         user_feature_ms: 60_000,
         merchant_feature_ms: 40_000,
@@ -32,15 +32,15 @@ struct Tx {
 fn stream() -> impl Strategy<Value = Vec<Tx>> {
     prop::collection::vec(
         (
-            0i64..3,              // user
-            0i64..3,              // merchant
-            0i64..4_000,          // time step
-            0i64..=10_000,        // lateness (≤ allowed / 2)
+            0i64..3,                    // user
+            0i64..3,                    // merchant
+            0i64..4_000,                // time step
+            0i64..=10_000,              // lateness (≤ allowed / 2)
             prop::bool::weighted(0.15), // tie with previous time
-            0i64..20_000,         // cents
-            0u64..5,              // ip (0 = null)
-            0u64..4,              // device (0 = null)
-            0u64..3,              // location (0 = null)
+            0i64..20_000,               // cents
+            0u64..5,                    // ip (0 = null)
+            0u64..4,                    // device (0 = null)
+            0u64..3,                    // location (0 = null)
             prop::bool::weighted(0.05), // reload state from bytes
         ),
         1..200,
@@ -50,25 +50,27 @@ fn stream() -> impl Strategy<Value = Vec<Tx>> {
         let mut last_time = clock;
         raw.into_iter()
             .enumerate()
-            .map(|(i, (user, merchant, step, late, tie, cents, ip, device, location, reload))| {
-                clock += step;
-                let time = if tie { last_time } else { clock - late };
-                last_time = time;
-                Tx {
-                    user,
-                    merchant,
-                    entry: Entry {
-                        time,
-                        // Ids are not in time order, so ties are broken by id.
-                        id: ((i as i64) * 7919) % 1_000_003,
-                        cents,
-                        ip: ip * 11,
-                        device: device * 13,
-                        location: location * 17,
-                    },
-                    reload,
-                }
-            })
+            .map(
+                |(i, (user, merchant, step, late, tie, cents, ip, device, location, reload))| {
+                    clock += step;
+                    let time = if tie { last_time } else { clock - late };
+                    last_time = time;
+                    Tx {
+                        user,
+                        merchant,
+                        entry: Entry {
+                            time,
+                            // Ids are not in time order, so ties are broken by id.
+                            id: ((i as i64) * 7919) % 1_000_003,
+                            cents,
+                            ip: ip * 11,
+                            device: device * 13,
+                            location: location * 17,
+                        },
+                        reload,
+                    }
+                },
+            )
             .collect()
     })
 }
@@ -176,5 +178,9 @@ fn old_entries_leave_state() {
         );
     }
     // Retention is 60 s + 20 s lateness at one transaction per second.
-    assert!(state.entries().len() <= 82, "kept {}", state.entries().len());
+    assert!(
+        state.entries().len() <= 82,
+        "kept {}",
+        state.entries().len()
+    );
 }

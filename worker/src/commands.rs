@@ -1,0 +1,251 @@
+//! The `run` and `replay` commands: read the manifest, wire the local pipeline,
+//! run it, print the summary.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::{Context, Result, bail};
+use riskpipe_crds::{RiskPipeline, Sink, SinkSpec, Source, SourceSpec};
+use riskpipe_engine::dimensions::{Dimensions, StaticDimensions};
+use riskpipe_engine::{DecisionWriter, Engine};
+
+use crate::dims_csv::load_dimensions;
+use crate::generator::{Generator, GeneratorConfig};
+use crate::local::{LocalPipeline, RunOptions, StateDir, WithInlineLists};
+use crate::output::JsonLines;
+use crate::pipeline_config::engine_config;
+use crate::report::RunStats;
+use crate::source::LocalSource;
+use crate::state::PartitionState;
+
+/// Users and merchants kept in memory per partition.
+const STATE_CACHE_ENTRIES: usize = 200_000;
+
+/// Options of `riskpipe-worker run`.
+#[derive(Debug, Clone)]
+pub struct RunArgs {
+    /// The RiskPipeline manifest.
+    pub manifest: PathBuf,
+    /// Keep RocksDB state here instead of a temporary folder.
+    pub state_dir: Option<PathBuf>,
+    /// Write decisions here instead of the manifest's sink (`-` = stdout).
+    pub out: Option<PathBuf>,
+    /// Never show the progress line.
+    pub no_progress: bool,
+}
+
+/// Options of `riskpipe-worker replay`.
+#[derive(Debug, Clone)]
+pub struct ReplayArgs {
+    /// JSONL transactions.
+    pub transactions: PathBuf,
+    /// Folder of dimension CSV files.
+    pub dimensions: PathBuf,
+    /// Decisions out.
+    pub out: PathBuf,
+    /// Dead letters out (default: next to `out`).
+    pub dead_letters: Option<PathBuf>,
+    /// Thresholds from this manifest (default: the seed's).
+    pub manifest: Option<PathBuf>,
+}
+
+/// Reads and validates a manifest file.
+pub fn load_manifest(path: &Path) -> Result<RiskPipeline> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading manifest {}", path.display()))?;
+    RiskPipeline::from_yaml_validated(&text).with_context(|| format!("manifest {}", path.display()))
+}
+
+fn relative_to(base: &Path, path: &str) -> PathBuf {
+    let p = PathBuf::from(path);
+    if p.is_absolute() || path == "-" {
+        p
+    } else {
+        base.join(p)
+    }
+}
+
+fn stop_flag() -> Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, Arc::clone(&stop))
+            .context("installing the SIGINT/SIGTERM handler")?;
+    }
+    Ok(stop)
+}
+
+fn with_lists<D: Dimensions + Send + 'static>(
+    base: D,
+    pipeline: &RiskPipeline,
+) -> Box<dyn Dimensions + Send> {
+    let lists = &pipeline.spec.dimensions.lists;
+    Box::new(WithInlineLists {
+        base,
+        users: lists.blacklist_users.iter().copied().collect(),
+        merchants: lists.blacklist_merchants.iter().copied().collect(),
+        ips: lists.blacklist_ips.iter().cloned().collect(),
+    })
+}
+
+fn sink_path(sink: &SinkSpec, base: &Path, what: &str) -> Result<Option<PathBuf>> {
+    match sink.kind() {
+        Some(Sink::File(f)) => Ok(Some(relative_to(base, &f.path))),
+        Some(Sink::Stdout) => Ok(Some(PathBuf::from("-"))),
+        Some(Sink::Kafka(k)) => bail!(
+            "spec.sinks.{what} is the Kafka topic '{}': local mode writes files or stdout; \
+             set `{what}: {{file: {{path: ...}}}}` or `{what}: {{stdout: {{}}}}`, or pass --out",
+            k.topic
+        ),
+        None => Ok(None),
+    }
+}
+
+fn dead_letter_output(path: Option<PathBuf>, decisions: &Path) -> Result<JsonLines> {
+    let path = match path {
+        Some(p) => p,
+        None if decisions.as_os_str() == "-" => return Ok(JsonLines::stderr()),
+        None => decisions.with_extension("dead-letters.jsonl"),
+    };
+    tracing::info!(path = %path.display(), "dead letters");
+    Ok(JsonLines::create(&path)?)
+}
+
+/// `riskpipe-worker run -f MANIFEST`.
+pub fn run(args: &RunArgs) -> Result<RunStats> {
+    let pipeline = load_manifest(&args.manifest)?;
+    let name = pipeline.metadata.name.clone().unwrap_or_default();
+    let base = args
+        .manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let cfg = engine_config(&pipeline)
+        .with_context(|| format!("manifest {}", args.manifest.display()))?;
+    let spec = &pipeline.spec;
+
+    let mut rate = 0;
+    let (mut source, generated) = match spec.source.kind() {
+        Some(Source::Generator(g)) => {
+            rate = u32::try_from(g.rate_per_second).unwrap_or(0);
+            let generator = Generator::new(GeneratorConfig {
+                users: u32::try_from(g.users)
+                    .context("spec.source.generator.users is too large")?,
+                merchants: u32::try_from(g.merchants)
+                    .context("spec.source.generator.merchants is too large")?,
+                rate_per_second: rate,
+                count: u64::try_from(g.count).unwrap_or(0),
+                seed: g.seed as u64,
+                fraud_ratio: g.fraud_ratio,
+            });
+            let dims = generator.dimensions();
+            (LocalSource::Generator(Box::new(generator)), Some(dims))
+        }
+        Some(Source::File(f)) => (LocalSource::file(&relative_to(&base, &f.path))?, None),
+        Some(Source::Kafka(k)) => bail!(
+            "spec.source is the Kafka topic '{}': this build's local mode reads a generator or a JSONL file; \
+             use `source: {{generator: {{...}}}}` or `source: {{file: {{path: ...}}}}`",
+            k.topic
+        ),
+        None => bail!("spec.source: set exactly one of generator, file or kafka"),
+    };
+    let dims: Box<dyn Dimensions + Send> = match (&spec.dimensions.directory, generated) {
+        (Some(dir), _) => {
+            let dir = relative_to(&base, dir);
+            let (dims, counts) = load_dimensions(&dir)?;
+            tracing::info!(dir = %dir.display(), ?counts, "dimension tables loaded");
+            with_lists(dims, &pipeline)
+        }
+        (None, Some(generated)) => with_lists(generated, &pipeline),
+        (None, None) => with_lists(StaticDimensions::default(), &pipeline),
+    };
+
+    let decisions_path = match &args.out {
+        Some(p) => p.clone(),
+        None => sink_path(&spec.sinks.decisions, &base, "decisions")?
+            .unwrap_or_else(|| PathBuf::from("-")),
+    };
+    let dead_path = match &spec.sinks.dead_letters {
+        Some(s) => sink_path(s, &base, "deadLetters")?,
+        None => None,
+    };
+    let state_dir =
+        StateDir::new(args.state_dir.as_deref(), &name).context("creating the state folder")?;
+    let state = PartitionState::open(&state_dir.partition(0), STATE_CACHE_ENTRIES)?;
+    let mut local = LocalPipeline {
+        writer: DecisionWriter::new(&cfg.pipeline, &cfg.rule_set_version),
+        engine: Engine::new(cfg),
+        dims,
+        state,
+        decisions: JsonLines::create(&decisions_path)?,
+        dead_letters: dead_letter_output(dead_path, &decisions_path)?,
+        source_name: source_name(&spec.source),
+    };
+    tracing::info!(pipeline = %name, decisions = %decisions_path.display(), state = %state_dir.path().display(), "pipeline started");
+    let started = std::time::Instant::now();
+    let stats = local.run(
+        &mut source,
+        &RunOptions {
+            progress: !args.no_progress,
+            rate_per_second: rate,
+            stop: stop_flag()?,
+        },
+    )?;
+    eprint!(
+        "{}",
+        stats.summary(started.elapsed(), local.state.approximate_bytes())
+    );
+    Ok(stats)
+}
+
+fn source_name(source: &SourceSpec) -> String {
+    match source.kind() {
+        Some(Source::File(f)) => f.path.clone(),
+        Some(Source::Generator(_)) => "generator".to_owned(),
+        Some(Source::Kafka(k)) => k.topic.clone(),
+        None => String::new(),
+    }
+}
+
+/// `riskpipe-worker replay`.
+pub fn replay(args: &ReplayArgs) -> Result<RunStats> {
+    let pipeline = match &args.manifest {
+        Some(path) => load_manifest(path)?,
+        None => {
+            let mut p = RiskPipeline::new(
+                "replay",
+                riskpipe_crds::RiskPipelineSpec::with_source(SourceSpec::kafka()),
+            );
+            p.metadata.name = Some("replay".to_owned());
+            p
+        }
+    };
+    let cfg = engine_config(&pipeline).context("pipeline thresholds")?;
+    let (dims, counts) = load_dimensions(&args.dimensions)?;
+    tracing::info!(dir = %args.dimensions.display(), ?counts, "dimension tables loaded");
+    let state_dir = StateDir::new(None, "replay").context("creating the state folder")?;
+    let mut local = LocalPipeline {
+        writer: DecisionWriter::new(&cfg.pipeline, &cfg.rule_set_version),
+        engine: Engine::new(cfg),
+        dims: with_lists(dims, &pipeline),
+        state: PartitionState::open(&state_dir.partition(0), STATE_CACHE_ENTRIES)?,
+        decisions: JsonLines::create(&args.out)?,
+        dead_letters: dead_letter_output(args.dead_letters.clone(), &args.out)?,
+        source_name: args.transactions.display().to_string(),
+    };
+    let mut source = LocalSource::file(&args.transactions)?;
+    let started = std::time::Instant::now();
+    let stats = local.run(
+        &mut source,
+        &RunOptions {
+            progress: true,
+            rate_per_second: 0,
+            stop: stop_flag()?,
+        },
+    )?;
+    eprint!(
+        "{}",
+        stats.summary(started.elapsed(), local.state.approximate_bytes())
+    );
+    Ok(stats)
+}

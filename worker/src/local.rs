@@ -1,0 +1,280 @@
+//! Local mode: one process runs a whole pipeline (source → engine with RocksDB
+//! state → outputs) without Kubernetes or Kafka. `run` and `replay` both use it.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use riskpipe_engine::dimensions::{Dimensions, HistoryRow, MerchantProfile, UserProfile};
+use riskpipe_engine::{DecisionWriter, Engine, parse_transaction};
+
+use crate::output::{DeadLetter, JsonLines, OutputError};
+use crate::report::RunStats;
+use crate::source::{LocalSource, SourceError};
+use crate::state::{PartitionState, StateError};
+
+/// Records per micro-batch: state is flushed once per batch.
+pub const BATCH: usize = 1024;
+
+/// A local run that failed (a bad record never fails a run; it is a dead letter).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The source could not be read.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// An output could not be written.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    /// The state store failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Dimension tables plus the manifest's inline lists.
+pub struct WithInlineLists<D> {
+    /// The tables.
+    pub base: D,
+    /// Blacklisted users from the manifest.
+    pub users: ahash::AHashSet<i64>,
+    /// Blacklisted merchants from the manifest.
+    pub merchants: ahash::AHashSet<i64>,
+    /// Blacklisted IPs from the manifest.
+    pub ips: ahash::AHashSet<String>,
+}
+
+impl<D: Dimensions> Dimensions for WithInlineLists<D> {
+    fn user(&self, user_id: i64) -> Option<&UserProfile> {
+        self.base.user(user_id)
+    }
+    fn merchant(&self, merchant_id: i64) -> Option<&MerchantProfile> {
+        self.base.merchant(merchant_id)
+    }
+    fn history(&self, user_id: i64, date_days: i32, hour: u8) -> Option<HistoryRow> {
+        self.base.history(user_id, date_days, hour)
+    }
+    fn user_blacklisted(&self, user_id: i64) -> bool {
+        self.users.contains(&user_id) || self.base.user_blacklisted(user_id)
+    }
+    fn merchant_blacklisted(&self, merchant_id: i64) -> bool {
+        self.merchants.contains(&merchant_id) || self.base.merchant_blacklisted(merchant_id)
+    }
+    fn ip_blacklisted(&self, ip: &str) -> bool {
+        self.ips.contains(ip) || self.base.ip_blacklisted(ip)
+    }
+    fn location_high_risk(&self, location: &str) -> bool {
+        self.base.location_high_risk(location)
+    }
+}
+
+/// How a local run behaves.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Show a live progress line (only when stderr is a terminal).
+    pub progress: bool,
+    /// Pace the source to this many records per second; 0 = as fast as possible.
+    pub rate_per_second: u32,
+    /// Set by SIGINT/SIGTERM: finish the batch, flush, summarise.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// A pipeline wired for local mode.
+pub struct LocalPipeline {
+    /// The engine.
+    pub engine: Engine,
+    /// Decision JSON writer.
+    pub writer: DecisionWriter,
+    /// Lookups.
+    pub dims: Box<dyn Dimensions + Send>,
+    /// State of partition 0.
+    pub state: PartitionState,
+    /// Decisions out.
+    pub decisions: JsonLines,
+    /// Dead letters out.
+    pub dead_letters: JsonLines,
+    /// The source's name for dead letters.
+    pub source_name: String,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl LocalPipeline {
+    /// Runs until the source ends or `stop` is set; returns what was counted.
+    pub fn run(
+        &mut self,
+        source: &mut LocalSource,
+        opts: &RunOptions,
+    ) -> Result<RunStats, RunError> {
+        let mut stats = RunStats::default();
+        let started = Instant::now();
+        let progress = opts.progress && std::io::stderr().is_terminal();
+        let mut next_progress = started + Duration::from_secs(1);
+        let batch = if opts.rate_per_second > 0 {
+            (opts.rate_per_second as usize / 100).clamp(1, BATCH)
+        } else {
+            BATCH
+        };
+        let mut json = Vec::with_capacity(2048);
+        let mut last_position = 0u64;
+        'outer: loop {
+            for _ in 0..batch {
+                let Some(record) = source.next_record()? else {
+                    break 'outer;
+                };
+                let read_at = Instant::now();
+                stats.records += 1;
+                last_position = record.position;
+                if let Some(size) = record.oversized {
+                    let reason = format!(
+                        "record of {size} bytes exceeds the {} byte limit (raw truncated)",
+                        crate::source::MAX_RECORD_BYTES
+                    );
+                    self.dead_letter(
+                        &mut stats,
+                        &mut json,
+                        &record.bytes,
+                        "oversized",
+                        &reason,
+                        record.position,
+                    )?;
+                    continue;
+                }
+                match parse_transaction(&record.bytes, self.engine.config().zone) {
+                    Ok(tx) => {
+                        let mut d = self
+                            .engine
+                            .decide(&tx, self.dims.as_ref(), &mut self.state)?;
+                        let latency = read_at.elapsed();
+                        d.decided_at_ms = now_ms();
+                        d.processing_latency_ms = latency.as_secs_f64() * 1000.0;
+                        stats.latency.record(latency);
+                        stats.count_decision(d.final_decision, record.label, record.labelled);
+                        json.clear();
+                        self.writer.write(&d, &mut json);
+                        self.decisions.write_line(&json)?;
+                    }
+                    Err(e) => {
+                        let reason = e.to_string();
+                        self.dead_letter(
+                            &mut stats,
+                            &mut json,
+                            &record.bytes,
+                            e.kind(),
+                            &reason,
+                            record.position,
+                        )?;
+                    }
+                }
+            }
+            self.state
+                .flush(&[("position", &last_position.to_be_bytes())])?;
+            if opts.stop.load(Ordering::Relaxed) {
+                tracing::info!(
+                    records = stats.records,
+                    "stop requested; finishing after this batch"
+                );
+                break;
+            }
+            if opts.rate_per_second > 0 {
+                let due = started
+                    + Duration::from_secs_f64(
+                        stats.records as f64 / f64::from(opts.rate_per_second),
+                    );
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            if progress && Instant::now() >= next_progress {
+                eprint!("\r{}\x1b[K", stats.progress_line(started.elapsed()));
+                next_progress += Duration::from_secs(1);
+            }
+        }
+        self.state
+            .flush(&[("position", &last_position.to_be_bytes())])?;
+        self.decisions.flush()?;
+        self.dead_letters.flush()?;
+        if progress {
+            eprintln!("\r{}\x1b[K", stats.progress_line(started.elapsed()));
+        }
+        Ok(stats)
+    }
+
+    fn dead_letter(
+        &mut self,
+        stats: &mut RunStats,
+        json: &mut Vec<u8>,
+        raw: &[u8],
+        kind: &str,
+        reason: &str,
+        position: u64,
+    ) -> Result<(), RunError> {
+        stats.count_dead_letter(kind);
+        tracing::debug!(line = position, kind, reason, "dead letter");
+        json.clear();
+        DeadLetter {
+            raw,
+            kind,
+            reason,
+            source: &self.source_name,
+            position,
+            partition: None,
+            at_ms: now_ms(),
+        }
+        .write(json);
+        self.dead_letters.write_line(json)?;
+        Ok(())
+    }
+}
+
+/// A fresh state folder for a local run, removed when dropped unless kept.
+pub struct StateDir {
+    path: PathBuf,
+    remove: bool,
+}
+
+impl StateDir {
+    /// `dir` when given (kept), else a new temporary folder (removed at the end).
+    pub fn new(dir: Option<&Path>, pipeline: &str) -> std::io::Result<Self> {
+        match dir {
+            Some(d) => {
+                std::fs::create_dir_all(d)?;
+                Ok(StateDir {
+                    path: d.to_owned(),
+                    remove: false,
+                })
+            }
+            None => {
+                let path = std::env::temp_dir().join(format!(
+                    "riskpipe-{pipeline}-{}-{}",
+                    std::process::id(),
+                    now_ms()
+                ));
+                std::fs::create_dir_all(&path)?;
+                Ok(StateDir { path, remove: true })
+            }
+        }
+    }
+
+    /// The folder of one partition's database.
+    pub fn partition(&self, partition: u32) -> PathBuf {
+        self.path.join(format!("partition-{partition:04}"))
+    }
+
+    /// The state root.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        if self.remove {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
