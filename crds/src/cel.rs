@@ -84,10 +84,9 @@ pub fn exactly_one_expr(fields: &[&str]) -> String {
     format!("{} == 1", terms.join(" + "))
 }
 
-/// Schemars transform for structs whose only property may be absent (`stdout: {}`):
-/// Kubernetes refuses `additionalProperties: false`, which `deny_unknown_fields` adds
-/// when no property is left for kube's structural rewrite to keep it company.
+/// Schemars transform for structs without fields (`stdout: {}`): Kubernetes refuses
+/// `additionalProperties: false`, which `deny_unknown_fields` adds and kube's
+/// structural rewrite only removes from objects that have properties.
 pub(crate) fn allow_empty_object(schema: &mut Schema) {
     schema.remove("additionalProperties");
-    schema.insert("properties".into(), json!({}));
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::{duration::Duration, refs::SecretRef};
 
 /// Profile tables, history summary and lists the rules look up.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct DimensionsSpec {
     /// Folder of CSV files (local mode): user_risk_profiles.csv,
@@ -25,19 +25,6 @@ pub struct DimensionsSpec {
     pub history: HistoryTable,
     /// Blacklists.
     pub lists: ListsSpec,
-}
-
-impl Default for DimensionsSpec {
-    fn default() -> Self {
-        Self {
-            directory: None,
-            database: None,
-            users: UsersTable::default(),
-            merchants: MerchantsTable::default(),
-            history: HistoryTable::default(),
-            lists: ListsSpec::default(),
-        }
-    }
 }
 
 /// A database connection for the dimension tables.

@@ -58,7 +58,7 @@ impl Duration {
         ];
         let text = UNITS
             .iter()
-            .find(|(_, size)| millis != 0 && millis % size == 0)
+            .find(|(_, size)| millis != 0 && millis.is_multiple_of(*size))
             .map_or_else(
                 || format!("{millis}ms"),
                 |(unit, size)| format!("{}{unit}", millis / size),

@@ -7,10 +7,18 @@ use crate::{API_VERSION, KIND, spec::RiskPipeline, validate::ValidationError};
 /// Why a manifest could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    /// The text is not YAML, or a field has the wrong type, an unknown name or a bad
-    /// value (the message names the field and its line).
-    #[error("the manifest is not a valid RiskPipeline: {0}")]
-    Parse(#[from] yaml_serde::Error),
+    /// The text is not YAML.
+    #[error("the manifest is not valid YAML: {0}")]
+    Yaml(#[from] yaml_serde::Error),
+    /// A field is missing, has the wrong type, an unknown name or a bad value.
+    #[error("{path}: {message}")]
+    Field {
+        /// Dotted path of the field (`spec.checkpoints.interval`), or of the object
+        /// holding a missing or unknown field.
+        path: String,
+        /// What is wrong, with the line and column.
+        message: String,
+    },
     /// `apiVersion` is not `riskpipe.io/v1alpha1`.
     #[error("apiVersion is {found:?}; this version of riskpipe reads {API_VERSION:?}")]
     ApiVersion {
@@ -59,7 +67,7 @@ impl RiskPipeline {
         if header.kind != KIND {
             return Err(ManifestError::Kind { found: header.kind });
         }
-        let pipeline: Self = yaml_serde::from_str(text)?;
+        let pipeline: Self = parse_with_path(text)?;
         if pipeline.metadata.name.as_deref().is_none_or(str::is_empty) {
             return Err(ManifestError::MissingName);
         }
@@ -72,6 +80,26 @@ impl RiskPipeline {
         pipeline.spec.validate().map_err(ManifestError::Invalid)?;
         Ok(pipeline)
     }
+}
+
+/// Deserialises `text`, naming the exact field on error: yaml_serde's own path stops
+/// at the object holding a field whose value failed to parse.
+fn parse_with_path<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ManifestError> {
+    let deserializer = yaml_serde::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if path == "." {
+            return ManifestError::Yaml(inner);
+        }
+        let message = inner.to_string();
+        // yaml_serde starts its message with its (shorter) path; drop that prefix.
+        let message = match message.split_once(": ") {
+            Some((prefix, rest)) if path.starts_with(prefix) => rest.to_owned(),
+            _ => message,
+        };
+        ManifestError::Field { path, message }
+    })
 }
 
 /// Parses a manifest; the same as [`RiskPipeline::from_yaml`].

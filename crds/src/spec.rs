@@ -23,6 +23,8 @@ pub const DEFAULT_IMAGE: &str = "riskpipe/riskpipe-worker:0.1.0";
 /// Desired state of a risk-control pipeline: read transactions from `source`, apply
 /// the rule set, write decisions to `sinks`. Only `source` is required; every other
 /// field defaults to the seed job's setting.
+// Repeated `printcolumn(type_ = …)` arguments look like duplicated attributes to clippy.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "riskpipe.io",

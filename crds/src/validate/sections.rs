@@ -242,12 +242,18 @@ fn rules(c: &mut Checker, r: &RulesSpec) {
     c.ensure(
         d.reject_score > d.review_score,
         "spec.rules.decision.rejectScore",
-        "rejectScore must be greater than reviewScore",
+        format!(
+            "rejectScore must be greater than reviewScore (got {} and {})",
+            d.reject_score, d.review_score
+        ),
     );
     c.ensure(
         d.review_score > d.delay_score,
         "spec.rules.decision.reviewScore",
-        "reviewScore must be greater than delayScore",
+        format!(
+            "reviewScore must be greater than delayScore (got {} and {})",
+            d.review_score, d.delay_score
+        ),
     );
 }
 
@@ -260,12 +266,18 @@ fn ml(c: &mut Checker, m: &MlSpec) {
     c.ensure(
         m.high_risk_probability > m.medium_risk_probability,
         "spec.ml.highRiskProbability",
-        "highRiskProbability must be greater than mediumRiskProbability",
+        format!(
+            "highRiskProbability must be greater than mediumRiskProbability (got {} and {})",
+            m.high_risk_probability, m.medium_risk_probability
+        ),
     );
     c.ensure(
         m.medium_risk_probability > m.low_risk_probability,
         "spec.ml.mediumRiskProbability",
-        "mediumRiskProbability must be greater than lowRiskProbability",
+        format!(
+            "mediumRiskProbability must be greater than lowRiskProbability (got {} and {})",
+            m.medium_risk_probability, m.low_risk_probability
+        ),
     );
     if let Some(model) = &m.model {
         c.ensure(
@@ -407,7 +419,10 @@ fn checkpoints(c: &mut Checker, cp: &CheckpointSpec) {
     c.ensure(
         cp.min_pause.as_std() <= cp.interval.as_std(),
         "spec.checkpoints.minPause",
-        "minPause must not be longer than interval",
+        format!(
+            "minPause must not be longer than interval (got {} and {})",
+            cp.min_pause, cp.interval
+        ),
     );
     storage(c, &cp.storage, "spec.checkpoints.storage");
     c.int_range(cp.retain.into(), 1, 100, "spec.checkpoints.retain");
@@ -428,7 +443,10 @@ fn autoscaler(c: &mut Checker, a: &AutoscalerSpec) {
     c.ensure(
         a.min_replicas <= a.max_replicas,
         "spec.autoscaler.minReplicas",
-        "minReplicas must not be greater than maxReplicas",
+        format!(
+            "minReplicas must not be greater than maxReplicas (got {} and {})",
+            a.min_replicas, a.max_replicas
+        ),
     );
     c.ensure(
         a.target_utilization.is_finite()
