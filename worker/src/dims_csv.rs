@@ -222,8 +222,7 @@ fn each_row(
 /// Loads every table present in `dir`.
 pub fn load_dimensions(dir: &Path) -> Result<(StaticDimensions, LoadedCounts), DimensionError> {
     let mut dims = StaticDimensions::default();
-    let mut counts = LoadedCounts::default();
-    counts.users = each_row(dir, "user_risk_profiles.csv", "user_id", |r| {
+    let users = each_row(dir, "user_risk_profiles.csv", "user_id", |r| {
         dims.users.insert(
             r.key("user_id")?,
             UserProfile {
@@ -238,6 +237,10 @@ pub fn load_dimensions(dir: &Path) -> Result<(StaticDimensions, LoadedCounts), D
         );
         Ok(())
     })?;
+    let mut counts = LoadedCounts {
+        users,
+        ..LoadedCounts::default()
+    };
     counts.merchants = each_row(dir, "merchant_risk_profiles.csv", "merchant_id", |r| {
         dims.merchants.insert(
             r.key("merchant_id")?,

@@ -3,7 +3,7 @@
 //!
 //! Everything derives from one random seed, so a run is reproducible: the same
 //! seed gives the same transactions, profiles and labels. Event time is simulated:
-//! it starts at a fixed instant and advances `1 / rate` per transaction (1,000
+//! it starts at a fixed instant and advances `1 / rate` per transaction (20
 //! transactions per simulated second when the rate is unlimited), so windows and
 //! hours behave as in a live stream however fast the generator runs.
 
@@ -17,8 +17,13 @@ use riskpipe_engine::dimensions::{Dimensions, HistoryRow, MerchantProfile, UserP
 use riskpipe_engine::timefmt::{Zone, format_time};
 use rust_decimal::Decimal;
 
-/// 2024-01-01 00:00:00 UTC: where simulated event time starts.
-const START_MS: i64 = 1_704_067_200_000;
+/// 2024-01-01 08:00:00 UTC: where simulated event time starts.
+const START_MS: i64 = 1_704_096_000_000;
+
+/// Transactions per simulated second when the generator runs unpaced: a day of
+/// event time holds about 1.7 million transactions, so windows, hours and the
+/// night-time pattern behave as in a live stream.
+const SIMULATED_RATE: u32 = 20;
 
 const LOCATIONS: [&str; 12] = [
     "Taipei",
@@ -103,6 +108,7 @@ pub struct Generated {
 }
 
 struct Draft {
+    emit_at: i64,
     time: i64,
     user: i64,
     merchant: i64,
@@ -131,7 +137,7 @@ impl Generator {
     /// A generator and, separately, its dimension tables.
     pub fn new(cfg: GeneratorConfig) -> Self {
         let rate = if cfg.rate_per_second == 0 {
-            1000
+            SIMULATED_RATE
         } else {
             cfg.rate_per_second
         };
@@ -161,7 +167,7 @@ impl Generator {
     }
 
     fn push(&mut self, draft: Draft) {
-        let key = (draft.time, self.next_draft_slot());
+        let key = (draft.emit_at, self.next_draft_slot());
         let slot = key.1 as usize;
         self.drafts[slot] = Some(draft);
         self.pending.push(Reverse(key));
@@ -207,6 +213,7 @@ impl Generator {
             LOCATIONS[self.rng.random_range(0..LOCATIONS.len())]
         };
         Draft {
+            emit_at: time,
             time,
             user,
             merchant,
@@ -226,8 +233,10 @@ impl Generator {
         match pattern {
             FraudPattern::CardTesting => {
                 for i in 0..self.rng.random_range(4..8) {
+                    let at = time + i * self.rng.random_range(5_000..40_000);
                     let draft = Draft {
-                        time: time + i * self.rng.random_range(5_000..40_000),
+                        emit_at: at,
+                        time: at,
                         user,
                         merchant: i64::from(self.rng.random_range(0..self.cfg.merchants)),
                         cents: self.rng.random_range(100..2_000),
@@ -251,6 +260,7 @@ impl Generator {
                     LOCATIONS[self.rng.random_range(0..LOCATIONS.len())]
                 };
                 let draft = Draft {
+                    emit_at: time,
                     time,
                     user,
                     merchant: i64::from(self.rng.random_range(0..self.cfg.merchants)),
@@ -269,8 +279,10 @@ impl Generator {
                     .avg_daily_amount
                     .map_or(200_000, |c| c.0);
                 for i in 0..self.rng.random_range(8..14) {
+                    let at = time + i * self.rng.random_range(20_000..120_000);
                     let draft = Draft {
-                        time: time + i * self.rng.random_range(20_000..120_000),
+                        emit_at: at,
+                        time: at,
                         user,
                         merchant: i64::from(self.rng.random_range(0..self.cfg.merchants)),
                         cents: self.rng.random_range(avg / 4..avg.max(2)),
@@ -288,13 +300,15 @@ impl Generator {
                     .user_profile(user)
                     .avg_daily_amount
                     .map_or(200_000, |c| c.0);
-                // Move to the next 02:00–05:59 hour of event time.
+                // A night-time transaction of the current (or previous) day that
+                // arrives now: late in event time, as delayed card batches are.
                 let day = time.div_euclid(86_400_000) * 86_400_000;
                 let mut night = day + 2 * 3_600_000 + self.rng.random_range(0..4 * 3_600_000);
-                if night < time {
-                    night += 86_400_000;
+                if night > time {
+                    night -= 86_400_000;
                 }
                 let draft = Draft {
+                    emit_at: time,
                     time: night,
                     user,
                     merchant: i64::from(self.rng.random_range(0..self.cfg.merchants)),
@@ -309,6 +323,7 @@ impl Generator {
             FraudPattern::BlacklistedEntity => {
                 let bad = self.dims.blacklisted_user(self.rng.random_range(0..1000));
                 let draft = Draft {
+                    emit_at: time,
                     time,
                     user: bad,
                     merchant: i64::from(self.rng.random_range(0..self.cfg.merchants)),
@@ -408,9 +423,9 @@ impl GeneratedDimensions {
             .map(|u| {
                 let h = mix(seed ^ 0x5553 ^ (u as u64));
                 let risk = match h % 100 {
-                    0..80 => (h >> 8) % 20,
-                    80..95 => 20 + (h >> 8) % 30,
-                    _ => 50 + (h >> 8) % 30,
+                    0..90 => (h >> 8) % 20,
+                    90..98 => 20 + (h >> 8) % 25,
+                    _ => 45 + (h >> 8) % 30,
                 } as i64;
                 let avg = 50_000 + ((h >> 20) % 450_000) as i64;
                 UserProfile {
@@ -436,15 +451,15 @@ impl GeneratedDimensions {
         let merchants = (0..i64::from(cfg.merchants))
             .map(|m| {
                 let h = mix(seed ^ 0x4d45 ^ (m as u64));
-                let always_open = h % 4 == 0;
+                let always_open = h.is_multiple_of(4);
                 MerchantProfile {
                     merchant_category: Some(
                         ["retail", "travel", "gaming", "food"][((h >> 8) % 4) as usize].to_owned(),
                     ),
                     risk_level: Some(
-                        if h % 50 == 0 {
+                        if h.is_multiple_of(100) {
                             "HIGH"
-                        } else if h % 5 == 0 {
+                        } else if h.is_multiple_of(5) {
                             "MEDIUM"
                         } else {
                             "LOW"

@@ -91,7 +91,7 @@ fn replay_decides_sample_data_and_dead_letters_bad_lines() {
     // 3: HIGH-risk merchant → delayed; fraud rate carried.
     let d3 = by_id(&decisions, 3);
     assert_eq!(d3["final_decision"], "DELAYED_APPROVAL");
-    assert_eq!(d3["merchant_fraud_rate"].to_string(), "0.0450");
+    assert_eq!(d3["merchant_fraud_rate"].as_f64(), Some(0.045));
     // 4: night (+15) + HIGH user (75) = 90 > 70; blacklisted IP; high-risk location
     // from the table; overnight bar hours (18–02) make 03:00 off-hours but night wins.
     let d4 = by_id(&decisions, 4);
@@ -115,7 +115,10 @@ fn replay_decides_sample_data_and_dead_letters_bad_lines() {
     assert_eq!(d7["txn_amount_1h"].to_string(), "5180.5");
     assert_eq!(d7["geo_risk"], "LOCATION_CHANGE_RISK");
     assert_eq!(d7["distinct_ip_24h"], 2);
-    assert_eq!(d7["frequency_anomaly"], "MEDIUM_FREQUENCY_ANOMALY");
+    assert_eq!(
+        d7["frequency_anomaly"], "NORMAL_FREQUENCY",
+        "3 is not > 2 × 2"
+    );
     assert_eq!(d7["pipeline"], "replay");
 }
 
