@@ -88,7 +88,9 @@ impl TestEnv {
         let cache = std::env::var_os("RISKPIPE_CACHE")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
-                let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default();
+                let home = std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .unwrap_or_default();
                 home.join(".cache").join("riskpipe")
             });
         cache.join("env").join("env.sh")

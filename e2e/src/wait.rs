@@ -56,11 +56,16 @@ mod tests {
     #[tokio::test]
     async fn returns_the_value_once_the_condition_holds() {
         let mut calls = 0;
-        let got = wait_for("three calls", Duration::from_secs(5), Duration::from_millis(1), || {
-            calls += 1;
-            let n = calls;
-            async move { Ok((n >= 3).then_some(n)) }
-        })
+        let got = wait_for(
+            "three calls",
+            Duration::from_secs(5),
+            Duration::from_millis(1),
+            || {
+                calls += 1;
+                let n = calls;
+                async move { Ok((n >= 3).then_some(n)) }
+            },
+        )
         .await
         .unwrap();
         assert_eq!(got, 3);

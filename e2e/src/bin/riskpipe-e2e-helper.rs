@@ -32,19 +32,23 @@ struct Args {
 
 fn event(path: &Path, what: &str) -> anyhow::Result<()> {
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
     }
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
-    writeln!(file, "{what} pid={}", std::process::id()).with_context(|| format!("writing {}", path.display()))
+    writeln!(file, "{what} pid={}", std::process::id())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 async fn serve(listener: TcpListener) {
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else { continue };
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
         tokio::spawn(async move {
             let mut buf = [0u8; 1024];
             let _ = stream.read(&mut buf).await;

@@ -11,7 +11,10 @@ use riskpipe_e2e::podrunner::{ImageMap, PodRunner, RunnerConfig};
 
 /// Command-line options.
 #[derive(Debug, Parser)]
-#[command(version, about = "Runs riskpipe Pods as local processes in place of a kubelet")]
+#[command(
+    version,
+    about = "Runs riskpipe Pods as local processes in place of a kubelet"
+)]
 struct Args {
     /// Admin kubeconfig of the cluster.
     #[arg(long, env = "KUBECONFIG")]
@@ -50,7 +53,11 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 }
 
 fn parse_prefix(s: &str) -> Result<[u8; 3], String> {
-    let octets: Vec<u8> = s.split('.').map(str::parse).collect::<Result<_, _>>().map_err(|e| format!("{s}: {e}"))?;
+    let octets: Vec<u8> = s
+        .split('.')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{s}: {e}"))?;
     match octets.as_slice() {
         [127, b, c] => Ok([127, *b, *c]),
         _ => Err(format!("expected three octets in 127.0.0.0/8, got {s}")),
@@ -79,6 +86,8 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,kube=warn".into()),
         )
+        // e2e/env/up sends the log to a file: colours only on a terminal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let args = Args::parse();
     let kubeconfig = Kubeconfig::read_from(&args.kubeconfig)
@@ -90,7 +99,9 @@ async fn main() -> anyhow::Result<()> {
     let images = args
         .images
         .into_iter()
-        .fold(ImageMap::new(args.bin_dirs), |map, (p, b)| map.with_entry(p, b));
+        .fold(ImageMap::new(args.bin_dirs), |map, (p, b)| {
+            map.with_entry(p, b)
+        });
     let mut cfg = RunnerConfig::new(args.node_name, images, args.pods_dir);
     cfg.base_env = args.pod_env;
     cfg.ip_prefix = args.ip_prefix;

@@ -37,13 +37,19 @@ impl ImageMap {
 
     /// Whether this runner handles `image` at all (it may still lack the binary).
     pub fn handles(&self, image: &str) -> bool {
-        self.explicit.iter().any(|(p, _)| image.contains(p.as_str()))
+        self.explicit
+            .iter()
+            .any(|(p, _)| image.contains(p.as_str()))
             || image_base_name(image).starts_with("riskpipe")
     }
 
     /// The binary for `image`, if it exists now.
     pub fn resolve(&self, image: &str) -> Option<PathBuf> {
-        if let Some((_, path)) = self.explicit.iter().find(|(p, _)| image.contains(p.as_str())) {
+        if let Some((_, path)) = self
+            .explicit
+            .iter()
+            .find(|(p, _)| image.contains(p.as_str()))
+        {
             return is_file(path).then(|| path.clone());
         }
         let name = image_base_name(image);
@@ -75,8 +81,14 @@ mod tests {
     #[test]
     fn base_name_strips_registry_tag_and_digest() {
         assert_eq!(image_base_name("riskpipe-worker"), "riskpipe-worker");
-        assert_eq!(image_base_name("ghcr.io/a/riskpipe-worker:1.2"), "riskpipe-worker");
-        assert_eq!(image_base_name("reg:5000/riskpipe-operator@sha256:ab"), "riskpipe-operator");
+        assert_eq!(
+            image_base_name("ghcr.io/a/riskpipe-worker:1.2"),
+            "riskpipe-worker"
+        );
+        assert_eq!(
+            image_base_name("reg:5000/riskpipe-operator@sha256:ab"),
+            "riskpipe-operator"
+        );
     }
 
     #[test]

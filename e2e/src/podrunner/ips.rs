@@ -39,7 +39,11 @@ impl IpPool {
 
     /// The address of Pod `uid`: the one it has if `preferred` is free or already
     /// its own (a Pod keeps its IP across a runner restart), else the lowest free one.
-    pub fn allocate(&self, uid: &str, preferred: Option<Ipv4Addr>) -> Result<Ipv4Addr, PoolExhausted> {
+    pub fn allocate(
+        &self,
+        uid: &str,
+        preferred: Option<Ipv4Addr>,
+    ) -> Result<Ipv4Addr, PoolExhausted> {
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((n, _)) = used.iter().find(|(_, owner)| owner.as_str() == uid) {
             return Ok(self.addr(*n));
@@ -50,7 +54,9 @@ impl IpPool {
             .filter(|n| !used.contains_key(n));
         let n = wanted
             .or_else(|| (2..=254).find(|n| !used.contains_key(n)))
-            .ok_or(PoolExhausted { prefix: self.prefix })?;
+            .ok_or(PoolExhausted {
+                prefix: self.prefix,
+            })?;
         used.insert(n, uid.to_owned());
         Ok(self.addr(n))
     }
@@ -75,8 +81,16 @@ mod tests {
         assert_eq!(b, Ipv4Addr::new(127, 0, 1, 3));
         assert_eq!(pool.allocate("a", None).unwrap(), a);
         pool.release("a");
-        assert_eq!(pool.allocate("c", Some(Ipv4Addr::new(127, 0, 1, 3))).unwrap(), a);
-        assert_eq!(pool.allocate("d", Some(Ipv4Addr::new(127, 0, 1, 9))).unwrap(), Ipv4Addr::new(127, 0, 1, 9));
+        assert_eq!(
+            pool.allocate("c", Some(Ipv4Addr::new(127, 0, 1, 3)))
+                .unwrap(),
+            a
+        );
+        assert_eq!(
+            pool.allocate("d", Some(Ipv4Addr::new(127, 0, 1, 9)))
+                .unwrap(),
+            Ipv4Addr::new(127, 0, 1, 9)
+        );
     }
 
     #[test]

@@ -63,7 +63,11 @@ pub struct RunnerConfig {
 
 impl RunnerConfig {
     /// Defaults for a node called `node_name` keeping Pods in `pods_dir`.
-    pub fn new(node_name: impl Into<String>, images: ImageMap, pods_dir: impl Into<PathBuf>) -> Self {
+    pub fn new(
+        node_name: impl Into<String>,
+        images: ImageMap,
+        pods_dir: impl Into<PathBuf>,
+    ) -> Self {
         Self {
             node_name: node_name.into(),
             ip_prefix: [127, 0, 1],
@@ -87,7 +91,12 @@ struct Shared {
 /// Asks the pod runner to send `sig` to every process of Pod `namespace/name`, by
 /// setting [`KILL_ANNOTATION`] to a new value. The runner restarts the processes per
 /// the Pod's restart policy, which shows as a higher `restartCount`.
-pub async fn request_kill(client: &kube::Client, namespace: &str, name: &str, sig: Sig) -> Result<(), kube::Error> {
+pub async fn request_kill(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    sig: Sig,
+) -> Result<(), kube::Error> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let signal = match sig {
         Sig::Kill => "SIGKILL",
@@ -98,6 +107,7 @@ pub async fn request_kill(client: &kube::Client, namespace: &str, name: &str, si
     let patch = serde_json::json!({
         "metadata": { "annotations": { KILL_ANNOTATION: format!("{signal} {nonce}") } }
     });
-    pods.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    pods.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
     Ok(())
 }

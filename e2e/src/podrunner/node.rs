@@ -99,7 +99,9 @@ async fn patch_status(
         },
     });
     let pp = PatchParams::apply(FIELD_MANAGER).force();
-    nodes.patch_status(name, &pp, &Patch::Apply(&status)).await?;
+    nodes
+        .patch_status(name, &pp, &Patch::Apply(&status))
+        .await?;
     Ok(())
 }
 

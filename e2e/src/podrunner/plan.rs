@@ -94,7 +94,10 @@ pub fn plan_container(
     let mounts = mount_map(container, volume_dirs)?;
     let pod_name = pod.metadata.name.clone().unwrap_or_default();
     let mut env: Vec<(String, String)> = vec![
-        ("PATH".into(), std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into())),
+        (
+            "PATH".into(),
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
+        ),
         ("HOME".into(), place.pod_dir.display().to_string()),
         ("HOSTNAME".into(), pod_name),
     ];
@@ -153,10 +156,12 @@ fn mount_map(
 ) -> Result<Vec<(String, PathBuf)>, PlanError> {
     let mut mounts = Vec::new();
     for m in container.volume_mounts.iter().flatten() {
-        let dir = volume_dirs.get(&m.name).ok_or_else(|| PlanError::UnknownVolume {
-            mount: m.mount_path.clone(),
-            volume: m.name.clone(),
-        })?;
+        let dir = volume_dirs
+            .get(&m.name)
+            .ok_or_else(|| PlanError::UnknownVolume {
+                mount: m.mount_path.clone(),
+                volume: m.name.clone(),
+            })?;
         let dir = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
             Some(sub) => dir.join(sub),
             None => dir.clone(),
@@ -224,14 +229,31 @@ fn env_value(
         });
     }
     if let Some(sel) = &from.config_map_key_ref {
-        return key_value(&refs.config_maps, "ConfigMap", &sel.name, &sel.key, sel.optional, var);
+        return key_value(
+            &refs.config_maps,
+            "ConfigMap",
+            &sel.name,
+            &sel.key,
+            sel.optional,
+            var,
+        );
     }
     if let Some(sel) = &from.secret_key_ref {
-        return key_value(&refs.secrets, "Secret", &sel.name, &sel.key, sel.optional, var);
+        return key_value(
+            &refs.secrets,
+            "Secret",
+            &sel.name,
+            &sel.key,
+            sel.optional,
+            var,
+        );
     }
     if let Some(res) = &from.resource_field_ref {
         let resources = container.resources.as_ref();
-        let (kind, name) = res.resource.split_once('.').unwrap_or(("limits", &res.resource));
+        let (kind, name) = res
+            .resource
+            .split_once('.')
+            .unwrap_or(("limits", &res.resource));
         let quantity = resources.and_then(|r| match kind {
             "requests" => r.requests.as_ref(),
             _ => r.limits.as_ref(),
@@ -269,7 +291,10 @@ pub fn field_value(pod: &Pod, place: &PodPlace, field: &ObjectFieldSelector) -> 
     let meta = &pod.metadata;
     let path = field.field_path.as_str();
     let from_map = |map: &Option<BTreeMap<String, String>>, key: &str| {
-        map.as_ref().and_then(|m| m.get(key)).cloned().unwrap_or_default()
+        map.as_ref()
+            .and_then(|m| m.get(key))
+            .cloned()
+            .unwrap_or_default()
     };
     if let Some(key) = bracket_key(path, "metadata.labels") {
         return Some(from_map(&meta.labels, key));
@@ -294,7 +319,10 @@ pub fn field_value(pod: &Pod, place: &PodPlace, field: &ObjectFieldSelector) -> 
 
 /// `metadata.labels['app']` → `app`.
 fn bracket_key<'a>(path: &'a str, prefix: &str) -> Option<&'a str> {
-    let rest = path.strip_prefix(prefix)?.strip_prefix('[')?.strip_suffix(']')?;
+    let rest = path
+        .strip_prefix(prefix)?
+        .strip_prefix('[')?
+        .strip_suffix(']')?;
     let rest = rest.trim_matches(|c| c == '\'' || c == '"');
     Some(rest)
 }
@@ -423,11 +451,20 @@ mod tests {
         };
         let dirs: BTreeMap<String, PathBuf> = [("state".to_owned(), PathBuf::from("/pv/x"))].into();
         let mut refs = PodRefs::default();
-        refs.secrets.insert("db".into(), [("password".to_owned(), b"s3".to_vec())].into());
+        refs.secrets.insert(
+            "db".into(),
+            [("password".to_owned(), b"s3".to_vec())].into(),
+        );
         let plan = plan_container(&pod(), &container, &place(), &dirs, &refs, &[]).unwrap();
         assert_eq!(
             plan.args,
-            ["run", "--listen=127.0.1.7:8080", "--state", "/pv/x/state", "--name=web-1"]
+            [
+                "run",
+                "--listen=127.0.1.7:8080",
+                "--state",
+                "/pv/x/state",
+                "--name=web-1"
+            ]
         );
         let env: BTreeMap<_, _> = plan.env.into_iter().collect();
         assert_eq!(env["POD_NAME"], "web-1");
@@ -457,9 +494,20 @@ mod tests {
             env: Some(vec![var.clone()]),
             ..Default::default()
         };
-        let err = plan_container(&pod(), &container, &place(), &BTreeMap::new(), &PodRefs::default(), &[]);
+        let err = plan_container(
+            &pod(),
+            &container,
+            &place(),
+            &BTreeMap::new(),
+            &PodRefs::default(),
+            &[],
+        );
         assert!(matches!(err, Err(PlanError::MissingKey { .. })));
-        if let Some(sel) = var.value_from.as_mut().and_then(|f| f.secret_key_ref.as_mut()) {
+        if let Some(sel) = var
+            .value_from
+            .as_mut()
+            .and_then(|f| f.secret_key_ref.as_mut())
+        {
             sel.optional = Some(true);
         }
         let container = Container {
@@ -467,6 +515,16 @@ mod tests {
             env: Some(vec![var]),
             ..Default::default()
         };
-        assert!(plan_container(&pod(), &container, &place(), &BTreeMap::new(), &PodRefs::default(), &[]).is_ok());
+        assert!(
+            plan_container(
+                &pod(),
+                &container,
+                &place(),
+                &BTreeMap::new(),
+                &PodRefs::default(),
+                &[]
+            )
+            .is_ok()
+        );
     }
 }

@@ -84,7 +84,11 @@ struct PodTask {
 impl PodTask {
     fn new(shared: Arc<Shared>, pod: Pod) -> anyhow::Result<Self> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let ns = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         let name = pod.metadata.name.clone().unwrap_or_default();
         let preferred: Option<Ipv4Addr> = pod
             .status
@@ -122,7 +126,11 @@ impl PodTask {
                 started: None,
             })
             .collect();
-        if pod.spec.as_ref().is_some_and(|s| s.init_containers.as_ref().is_some_and(|i| !i.is_empty())) {
+        if pod
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.init_containers.as_ref().is_some_and(|i| !i.is_empty()))
+        {
             tracing::warn!(pod = %name, "init containers are not run by the pod runner; skipping them");
         }
         let kill_seen = annotation(&pod, KILL_ANNOTATION);
@@ -192,8 +200,13 @@ impl PodTask {
         let refs = volumes::fetch_refs(&self.shared.client, &self.pod)
             .await
             .map_err(|e| ("CreateContainerConfigError".to_owned(), e.to_string()))?;
-        let dirs = volumes::lay_out(&self.pod, &self.place, &refs, &self.shared.cfg.pods_dir.join("claims"))
-            .map_err(|e| ("CreateContainerConfigError".to_owned(), format!("{e:#}")))?;
+        let dirs = volumes::lay_out(
+            &self.pod,
+            &self.place,
+            &refs,
+            &self.shared.cfg.pods_dir.join("claims"),
+        )
+        .map_err(|e| ("CreateContainerConfigError".to_owned(), format!("{e:#}")))?;
         for ctr in &mut self.ctrs {
             let image = ctr.view.image.clone();
             let program = self.shared.cfg.images.resolve(&image).ok_or_else(|| {
@@ -202,8 +215,15 @@ impl PodTask {
                     format!("no local binary for image {image} (build it, or map it with --image)"),
                 )
             })?;
-            let plan = plan_container(&self.pod, &ctr.spec, &self.place, &dirs, &refs, &self.shared.cfg.base_env)
-                .map_err(|e| ("CreateContainerConfigError".to_owned(), e.to_string()))?;
+            let plan = plan_container(
+                &self.pod,
+                &ctr.spec,
+                &self.place,
+                &dirs,
+                &refs,
+                &self.shared.cfg.base_env,
+            )
+            .map_err(|e| ("CreateContainerConfigError".to_owned(), e.to_string()))?;
             ctr.probe = ProbeSpec::readiness(&ctr.spec, IpAddr::V4(self.place.pod_ip))
                 .map_err(|e| ("CreateContainerConfigError".to_owned(), e.to_string()))?;
             ctr.launch = Some((program, plan));
@@ -248,7 +268,10 @@ impl PodTask {
             .as_ref()
             .and_then(|s| s.restart_policy.clone())
             .unwrap_or_else(|| "Always".into());
-        let (initial, max) = (self.shared.cfg.restart_backoff, self.shared.cfg.max_restart_backoff);
+        let (initial, max) = (
+            self.shared.cfg.restart_backoff,
+            self.shared.cfg.max_restart_backoff,
+        );
         let Some(ctr) = self.ctrs.get_mut(exit.container) else {
             return;
         };
@@ -265,7 +288,10 @@ impl PodTask {
                 _ => true,
             };
         if restart {
-            if ctr.started.is_some_and(|t| t.elapsed() >= BACKOFF_RESET_AFTER) {
+            if ctr
+                .started
+                .is_some_and(|t| t.elapsed() >= BACKOFF_RESET_AFTER)
+            {
                 ctr.backoff = initial;
             }
             ctr.restart_at = Some(Instant::now() + ctr.backoff);
@@ -310,7 +336,8 @@ impl PodTask {
             }
         }
         for ctr in &mut self.ctrs {
-            let (Some(spec), Some(_), Some(due)) = (&ctr.probe, ctr.view.pid, ctr.next_probe) else {
+            let (Some(spec), Some(_), Some(due)) = (&ctr.probe, ctr.view.pid, ctr.next_probe)
+            else {
                 continue;
             };
             if due > now {
@@ -342,7 +369,11 @@ impl PodTask {
         }
         self.kill_seen = current.clone();
         let Some(request) = current else { return };
-        let sig = request.split_whitespace().next().and_then(Sig::parse).unwrap_or(Sig::Kill);
+        let sig = request
+            .split_whitespace()
+            .next()
+            .and_then(Sig::parse)
+            .unwrap_or(Sig::Kill);
         for ctr in &self.ctrs {
             if let Some(pid) = ctr.view.pid {
                 tracing::info!(pod = %self.name, container = %ctr.view.name, pid, ?sig, "chaos: signalling on request");
@@ -434,16 +465,26 @@ impl PodTask {
             return;
         }
         let patch = serde_json::json!({ "status": json });
-        match self.api.patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match self
+            .api
+            .patch_status(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => self.last_published = Some(json),
             Err(kube::Error::Api(e)) if e.code == 404 => self.last_published = Some(json),
-            Err(err) => tracing::warn!(pod = %self.name, error = %err, "status update failed; will retry"),
+            Err(err) => {
+                tracing::warn!(pod = %self.name, error = %err, "status update failed; will retry")
+            }
         }
     }
 }
 
 fn annotation(pod: &Pod, key: &str) -> Option<String> {
-    pod.metadata.annotations.as_ref().and_then(|a| a.get(key)).cloned()
+    pod.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .cloned()
 }
 
 /// The grace period of a deletion: what the delete asked for, else the Pod's own.
@@ -451,7 +492,11 @@ fn deletion_grace(pod: &Pod) -> Duration {
     let secs = pod
         .metadata
         .deletion_grace_period_seconds
-        .or_else(|| pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+        .or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+        })
         .unwrap_or(30);
     Duration::from_secs(u64::try_from(secs).unwrap_or(0))
 }

@@ -74,14 +74,22 @@ impl ProbeSpec {
         };
         let action = if let Some(http) = &p.http_get {
             let port = resolve_port(&http.port, container).map_err(err)?;
-            let host = http.host.as_deref().and_then(|h| h.parse().ok()).unwrap_or(ip);
+            let host = http
+                .host
+                .as_deref()
+                .and_then(|h| h.parse().ok())
+                .unwrap_or(ip);
             ProbeAction::Http {
                 addr: SocketAddr::new(host, port),
                 path: http.path.clone().unwrap_or_else(|| "/".into()),
             }
         } else if let Some(tcp) = &p.tcp_socket {
             let port = resolve_port(&tcp.port, container).map_err(err)?;
-            let host = tcp.host.as_deref().and_then(|h| h.parse().ok()).unwrap_or(ip);
+            let host = tcp
+                .host
+                .as_deref()
+                .and_then(|h| h.parse().ok())
+                .unwrap_or(ip);
             ProbeAction::Tcp {
                 addr: SocketAddr::new(host, port),
             }
@@ -92,7 +100,9 @@ impl ProbeSpec {
         } else {
             return Err(err("readiness probe kind not supported (grpc?)".into()));
         };
-        let secs = |v: Option<i32>, default: u64| Duration::from_secs(v.map_or(default, |v| v.max(0) as u64));
+        let secs = |v: Option<i32>, default: u64| {
+            Duration::from_secs(v.map_or(default, |v| v.max(0) as u64))
+        };
         Ok(Self {
             action,
             initial_delay: secs(p.initial_delay_seconds, 0),
@@ -148,7 +158,8 @@ async fn run(action: &ProbeAction) -> bool {
 
 async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<bool> {
     let mut stream = TcpStream::connect(addr).await?;
-    let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: riskpipe-podrunner\r\n\r\n");
+    let request =
+        format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: riskpipe-podrunner\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut head = [0u8; 64];
     let mut len = 0;
@@ -216,10 +227,15 @@ mod tests {
                 let (mut s, _) = listener.accept().await.unwrap();
                 let mut buf = [0u8; 256];
                 let _ = s.read(&mut buf).await;
-                let _ = s.write_all(format!("HTTP/1.0 {code}\r\n\r\n").as_bytes()).await;
+                let _ = s
+                    .write_all(format!("HTTP/1.0 {code}\r\n\r\n").as_bytes())
+                    .await;
             }
         });
-        let action = ProbeAction::Http { addr, path: "/".into() };
+        let action = ProbeAction::Http {
+            addr,
+            path: "/".into(),
+        };
         assert!(run_once(&action, Duration::from_secs(5)).await);
         assert!(!run_once(&action, Duration::from_secs(5)).await);
     }

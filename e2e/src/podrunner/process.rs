@@ -28,9 +28,7 @@ pub struct ExitInfo {
 impl ExitInfo {
     /// The exit code as Kubernetes reports it: 128 + signal for a signalled process.
     pub fn k8s_exit_code(&self) -> i32 {
-        self.code
-            .or(self.signal.map(|s| 128 + s))
-            .unwrap_or(-1)
+        self.code.or(self.signal.map(|s| 128 + s)).unwrap_or(-1)
     }
 }
 
@@ -173,16 +171,35 @@ mod tests {
             env: vec![],
             workdir: dir.path().to_owned(),
         };
-        spawn(Path::new("/bin/sh"), &plan, &dir.path().join("c.log"), 0, 1, tx.clone()).unwrap();
+        spawn(
+            Path::new("/bin/sh"),
+            &plan,
+            &dir.path().join("c.log"),
+            0,
+            1,
+            tx.clone(),
+        )
+        .unwrap();
         let exit = rx.recv().await.unwrap();
         assert_eq!(exit.code, Some(3));
-        assert_eq!(std::fs::read_to_string(dir.path().join("c.log")).unwrap(), "hi\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("c.log")).unwrap(),
+            "hi\n"
+        );
 
         let plan = ContainerPlan {
             args: vec!["-c".into(), "sleep 30".into()],
             ..plan
         };
-        let pid = spawn(Path::new("/bin/sh"), &plan, &dir.path().join("c.log"), 0, 2, tx).unwrap();
+        let pid = spawn(
+            Path::new("/bin/sh"),
+            &plan,
+            &dir.path().join("c.log"),
+            0,
+            2,
+            tx,
+        )
+        .unwrap();
         signal_group(pid, Sig::Kill).unwrap();
         let exit = rx.recv().await.unwrap();
         assert_eq!(exit.signal, Some(9));

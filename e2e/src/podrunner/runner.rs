@@ -10,8 +10,8 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -57,15 +57,30 @@ impl PodRunner {
         let name = shared.cfg.node_name.clone();
         let ip = shared.ips.node_ip();
         let since = Time(Timestamp::now());
-        wait_for(&format!("node {name} registered"), REGISTER_TIMEOUT, Duration::from_secs(1), || {
-            let client = shared.client.clone();
-            let (name, since) = (name.clone(), since.clone());
-            async move { node::register(&client, &name, ip, &since).await.map(Some).map_err(Into::into) }
-        })
+        wait_for(
+            &format!("node {name} registered"),
+            REGISTER_TIMEOUT,
+            Duration::from_secs(1),
+            || {
+                let client = shared.client.clone();
+                let (name, since) = (name.clone(), since.clone());
+                async move {
+                    node::register(&client, &name, ip, &since)
+                        .await
+                        .map(Some)
+                        .map_err(Into::into)
+                }
+            },
+        )
         .await
         .map_err(RunnerError::Register)?;
         tracing::info!(node = %name, %ip, "node registered");
-        let heartbeat = tokio::spawn(node::heartbeat(shared.client.clone(), name.clone(), ip, since));
+        let heartbeat = tokio::spawn(node::heartbeat(
+            shared.client.clone(),
+            name.clone(),
+            ip,
+            since,
+        ));
 
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tracked: HashMap<String, Tracked> = HashMap::new();
@@ -105,7 +120,9 @@ impl PodRunner {
                         }
                     }
                 }
-                Event::Apply(pod) => on_pod(&shared, pod, &mut tracked, &mut bind_tried, &stop_rx).await,
+                Event::Apply(pod) => {
+                    on_pod(&shared, pod, &mut tracked, &mut bind_tried, &stop_rx).await
+                }
                 Event::Delete(pod) => {
                     let uid = pod.metadata.uid.clone().unwrap_or_default();
                     bind_tried.remove(&uid);
@@ -161,7 +178,10 @@ async fn on_pod(
 fn should_bind(cfg: &RunnerConfig, pod: &Pod) -> bool {
     let Some(spec) = &pod.spec else { return false };
     pod.metadata.deletion_timestamp.is_none()
-        && spec.scheduler_name.as_deref().is_none_or(|s| s == "default-scheduler")
+        && spec
+            .scheduler_name
+            .as_deref()
+            .is_none_or(|s| s == "default-scheduler")
         && !spec.containers.is_empty()
         && spec
             .containers
@@ -171,7 +191,11 @@ fn should_bind(cfg: &RunnerConfig, pod: &Pod) -> bool {
 
 /// Binds `pod` to this node, as a scheduler does (the Binding subresource).
 async fn bind(shared: &Shared, pod: &Pod) {
-    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let name = pod.metadata.name.clone().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(shared.client.clone(), &ns);
     let binding = json!({
@@ -181,10 +205,17 @@ async fn bind(shared: &Shared, pod: &Pod) {
         "target": { "apiVersion": "v1", "kind": "Node", "name": shared.cfg.node_name },
     });
     match api
-        .create_subresource::<_, serde_json::Value>("binding", &name, &PostParams::default(), &binding)
+        .create_subresource::<_, serde_json::Value>(
+            "binding",
+            &name,
+            &PostParams::default(),
+            &binding,
+        )
         .await
     {
-        Ok(_) => tracing::info!(pod = %format!("{ns}/{name}"), node = %shared.cfg.node_name, "bound"),
+        Ok(_) => {
+            tracing::info!(pod = %format!("{ns}/{name}"), node = %shared.cfg.node_name, "bound")
+        }
         Err(err) => tracing::warn!(pod = %format!("{ns}/{name}"), error = %err, "bind failed"),
     }
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, PodCondition, PodIP, PodStatus, HostIP,
+    ContainerStatus, HostIP, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -74,7 +74,8 @@ impl Conditions {
 
 /// The phase, from the containers' states.
 pub fn phase(view: &PodView) -> &'static str {
-    let all_final = !view.containers.is_empty() && view.containers.iter().all(|c| c.final_exit.is_some());
+    let all_final =
+        !view.containers.is_empty() && view.containers.iter().all(|c| c.final_exit.is_some());
     if all_final {
         let ok = view
             .containers

@@ -44,7 +44,11 @@ pub enum VolumeError {
 /// (missing ones are left out; the plan decides if that is an error), and a token of
 /// its ServiceAccount if a projected volume asks for one.
 pub async fn fetch_refs(client: &kube::Client, pod: &Pod) -> Result<PodRefs, kube::Error> {
-    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let (config_maps, secrets, wants_token) = referenced_names(pod);
     let mut refs = PodRefs::default();
     let cm_api: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
@@ -56,7 +60,12 @@ pub async fn fetch_refs(client: &kube::Client, pod: &Pod) -> Result<PodRefs, kub
                 .into_iter()
                 .map(|(k, v)| (k, v.into_bytes()))
                 .collect();
-            data.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+            data.extend(
+                cm.binary_data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0)),
+            );
             refs.config_maps.insert(name, data);
         }
     }
@@ -109,7 +118,10 @@ fn referenced_names(pod: &Pod) -> (BTreeSet<String>, BTreeSet<String>, bool) {
     let Some(spec) = &pod.spec else {
         return (cms, secrets, token);
     };
-    let containers = spec.containers.iter().chain(spec.init_containers.iter().flatten());
+    let containers = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten());
     for c in containers {
         for from in c.env_from.iter().flatten() {
             cms.extend(from.config_map_ref.as_ref().map(|r| r.name.clone()));
@@ -147,7 +159,11 @@ pub fn lay_out(
     refs: &PodRefs,
     claims_dir: &Path,
 ) -> Result<BTreeMap<String, PathBuf>, VolumeError> {
-    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let mut dirs = BTreeMap::new();
     for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
         let dir = lay_out_one(v, pod, place, refs, &claims_dir.join(&ns))?;
@@ -192,7 +208,13 @@ fn lay_out_one(
     let files: Vec<(String, Vec<u8>)> = if v.empty_dir.is_some() {
         Vec::new()
     } else if let Some(cm) = &v.config_map {
-        let data = object_data(&refs.config_maps, "ConfigMap", &cm.name, cm.optional, &v.name)?;
+        let data = object_data(
+            &refs.config_maps,
+            "ConfigMap",
+            &cm.name,
+            cm.optional,
+            &v.name,
+        )?;
         select_items(data, cm.items.as_deref())
     } else if let Some(secret) = &v.secret {
         let name = secret.secret_name.clone().unwrap_or_default();
@@ -204,11 +226,23 @@ fn lay_out_one(
         let mut files = Vec::new();
         for source in projected.sources.iter().flatten() {
             if let Some(cm) = &source.config_map {
-                let data = object_data(&refs.config_maps, "ConfigMap", &cm.name, cm.optional, &v.name)?;
+                let data = object_data(
+                    &refs.config_maps,
+                    "ConfigMap",
+                    &cm.name,
+                    cm.optional,
+                    &v.name,
+                )?;
                 files.extend(select_items(data, cm.items.as_deref()));
             }
             if let Some(secret) = &source.secret {
-                let data = object_data(&refs.secrets, "Secret", &secret.name, secret.optional, &v.name)?;
+                let data = object_data(
+                    &refs.secrets,
+                    "Secret",
+                    &secret.name,
+                    secret.optional,
+                    &v.name,
+                )?;
                 files.extend(select_items(data, secret.items.as_deref()));
             }
             if let Some(down) = &source.downward_api {
@@ -351,13 +385,21 @@ mod tests {
             pod_dir: root.path().join("pod"),
         };
         let mut refs = PodRefs::default();
-        refs.config_maps.insert("cfg".into(), [("a.yaml".to_owned(), b"x: 1".to_vec())].into());
+        refs.config_maps.insert(
+            "cfg".into(),
+            [("a.yaml".to_owned(), b"x: 1".to_vec())].into(),
+        );
         let dirs = lay_out(&pod, &place, &refs, &root.path().join("claims")).unwrap();
         assert!(dirs["scratch"].is_dir());
         assert_eq!(std::fs::read(dirs["conf"].join("a.yaml")).unwrap(), b"x: 1");
         assert_eq!(dirs["state"], root.path().join("claims/ns/state-p"));
 
-        let missing = lay_out(&pod, &place, &PodRefs::default(), &root.path().join("claims"));
+        let missing = lay_out(
+            &pod,
+            &place,
+            &PodRefs::default(),
+            &root.path().join("claims"),
+        );
         assert!(matches!(missing, Err(VolumeError::MissingObject { .. })));
     }
 }
