@@ -1,11 +1,14 @@
 //! CEL validation rules (`x-kubernetes-validations`) attached to the generated schema.
 //!
-//! The rules live here as data so that the schema, the client-free
-//! [`validate`](crate::RiskPipelineSpec::validate) and the tests share one list.
-//! They are added through schemars' `transform` attribute rather than kube's
-//! `#[derive(KubeSchema)]`/`#[x_kube(validation)]`: that derive re-declares the struct
-//! without its `Default` impl, which breaks the container-level `#[serde(default)]`
-//! every spec struct uses to carry the seed's defaults.
+//! Each struct with rules lists them in a `cel_rules()` function; schemars'
+//! `transform` attribute adds them to its schema node. The client-free
+//! [`validate`](crate::RiskPipelineSpec::validate) repeats each check in Rust, and the
+//! crate's tests prove that both reject the same objects.
+//!
+//! Why not kube's `#[derive(KubeSchema)]` with `#[x_kube(validation = Rule…)]`: that
+//! derive re-declares the struct without its `Default` impl, which breaks the
+//! container-level `#[serde(default)]` every spec struct uses to carry the seed's
+//! defaults.
 
 use schemars::Schema;
 use serde_json::{Value, json};

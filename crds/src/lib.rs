@@ -42,7 +42,8 @@ pub use spec::{
 };
 pub use status::{
     CheckpointStatus, ObservedMetrics, PipelineState, RestartStatus, RiskPipelineStatus,
-    SavepointPhase, SavepointStatus, SavepointTrigger, condition_types,
+    RolloutPhase, RolloutStatus, SavepointPhase, SavepointStatus, SavepointTrigger,
+    WorkerSavepointRequest, condition_types,
 };
 pub use storage::{CheckpointSpec, S3Storage, SavepointSpec, StateSpec, Storage, StorageSpec};
 pub use validate::ValidationError;

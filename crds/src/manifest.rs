@@ -7,8 +7,8 @@ use crate::{API_VERSION, KIND, spec::RiskPipeline, validate::ValidationError};
 /// Why a manifest could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
-    /// The text is not YAML.
-    #[error("the manifest is not valid YAML: {0}")]
+    /// The text is not YAML, or not a single YAML mapping.
+    #[error("cannot read the manifest: {0}")]
     Yaml(#[from] yaml_serde::Error),
     /// A field is missing, has the wrong type, an unknown name or a bad value.
     #[error("{path}: {message}")]
@@ -20,13 +20,16 @@ pub enum ManifestError {
         message: String,
     },
     /// `apiVersion` is not `riskpipe.io/v1alpha1`.
-    #[error("apiVersion is {found:?}; this version of riskpipe reads {API_VERSION:?}")]
+    #[error(
+        "apiVersion is {}; this version of riskpipe reads {API_VERSION:?}",
+        shown(found)
+    )]
     ApiVersion {
         /// The apiVersion found.
         found: String,
     },
     /// `kind` is not `RiskPipeline`.
-    #[error("kind is {found:?}; expected {KIND:?}")]
+    #[error("kind is {}; expected {KIND:?}", shown(found))]
     Kind {
         /// The kind found.
         found: String,
@@ -37,6 +40,14 @@ pub enum ManifestError {
     /// The spec parsed but breaks a rule (see [`crate::RiskPipelineSpec::validate`]).
     #[error("{} problem(s) in the manifest:{}", .0.len(), list(.0))]
     Invalid(Vec<ValidationError>),
+}
+
+fn shown(value: &str) -> String {
+    if value.is_empty() {
+        "missing".to_owned()
+    } else {
+        format!("{value:?}")
+    }
 }
 
 fn list(errors: &[ValidationError]) -> String {
@@ -58,7 +69,7 @@ impl RiskPipeline {
     /// Parses a manifest (one YAML document) and checks its apiVersion, kind and
     /// name. It does not run [`crate::RiskPipelineSpec::validate`]; see [`Self::from_yaml_validated`].
     pub fn from_yaml(text: &str) -> Result<Self, ManifestError> {
-        let header: Header = yaml_serde::from_str(text)?;
+        let header: Header = parse_with_path(text)?;
         if header.api_version != API_VERSION {
             return Err(ManifestError::ApiVersion {
                 found: header.api_version,

@@ -61,6 +61,43 @@ pub struct RiskPipelineStatus {
     /// Figures observed from the workers and Kafka.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub observed: Option<ObservedMetrics>,
+    /// The rollout under way (upgrade, suspend or resume), kept here so that a
+    /// restarted operator finishes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
+}
+
+/// A rollout under way: the workers move to `targetHash` with `targetReplicas`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// Hash of the worker configuration being rolled out.
+    pub target_hash: String,
+    /// Workers wanted at the end (0 for a suspend).
+    pub target_replicas: i32,
+    /// Current step.
+    pub phase: RolloutPhase,
+    /// Savepoint or checkpoint the new workers restore from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<String>,
+    /// Why the rollout started (e.g. `spec changed: image, rules`).
+    pub cause: String,
+    /// When it started.
+    pub started_at: Time,
+}
+
+/// Steps of a rollout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RolloutPhase {
+    /// A savepoint is being taken while the old workers run.
+    Savepointing,
+    /// The old workers are stopping.
+    Stopping,
+    /// The new workers are starting (restoring state where given).
+    Starting,
+    /// The new workers run; the restore argument is being removed so that a restart
+    /// resumes from local state.
+    Finalizing,
 }
 
 /// Lifecycle state of a pipeline.
@@ -145,6 +182,19 @@ pub struct SavepointStatus {
     /// Why it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The request each worker acknowledged, by ordinal (polled until done).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<WorkerSavepointRequest>,
+}
+
+/// One worker's part of a savepoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerSavepointRequest {
+    /// The worker's ordinal.
+    pub ordinal: i32,
+    /// The id the worker returned.
+    pub id: String,
 }
 
 /// Restarts made under `spec.restartPolicy`.

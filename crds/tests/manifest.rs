@@ -245,6 +245,22 @@ fn bad_duration_is_named_with_its_path() {
 }
 
 #[test]
+fn broken_yaml_and_other_shapes_are_reported() {
+    let err = from_yaml("apiVersion: riskpipe.io/v1alpha1\nspec: {source: [\n").unwrap_err();
+    assert!(err.to_string().contains("line 3 column 1"), "{err}");
+    let err = from_yaml("- a list\n").unwrap_err();
+    assert!(
+        err.to_string().starts_with("cannot read the manifest"),
+        "{err}"
+    );
+    let err = from_yaml("").unwrap_err();
+    assert!(
+        err.to_string().starts_with("apiVersion is missing"),
+        "{err}"
+    );
+}
+
+#[test]
 fn missing_source_is_reported() {
     let msg = parse_error(&with_spec("  parallelism: 2\n"));
     assert!(msg.contains("missing field `source`"), "{msg}");
