@@ -1,0 +1,302 @@
+//! The workers' StatefulSet: one Pod per ordinal, a state volume each, pod security
+//! `restricted`, and the worker contract's command line.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{
+            StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+            StatefulSetUpdateStrategy,
+        },
+        core::v1::{
+            Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+            EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+            PersistentVolumeClaimSpec, PersistentVolumeClaimVolumeSource, PodSecurityContext,
+            PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext,
+            Volume, VolumeMount, VolumeResourceRequirements,
+        },
+    },
+    apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
+};
+use kube::api::ObjectMeta;
+use riskpipe_crds::{RiskPipelineSpec, Storage};
+
+use super::{Owner, WorkloadPlan, snapshot_paths};
+use crate::names::{
+    CONFIG_DIR, CONFIG_HASH_ANNOTATION, CONFIG_KEY, CONTAINER, HTTP_PORT, HTTP_PORT_NAME,
+    PARALLELISM_ANNOTATION, RESTORE_FROM_ANNOTATION,
+};
+
+/// Non-root user and group of the worker (the distroless `nonroot` id).
+const WORKER_UID: i64 = 65532;
+/// Time a worker gets to finish its micro-batch and commit before SIGKILL.
+const TERMINATION_GRACE_SECONDS: i64 = 60;
+
+/// The worker's command line (the worker contract).
+pub fn worker_args(spec: &RiskPipelineSpec, restore_from: Option<&str>) -> Vec<String> {
+    let mut args = vec![
+        "run".to_owned(),
+        "-f".to_owned(),
+        format!("{CONFIG_DIR}/{CONFIG_KEY}"),
+        "--pod-name".to_owned(),
+        "$(POD_NAME)".to_owned(),
+        "--replicas".to_owned(),
+        spec.parallelism.to_string(),
+        "--state-dir".to_owned(),
+        spec.state.path.clone(),
+        "--http-addr".to_owned(),
+        format!("0.0.0.0:{HTTP_PORT}"),
+    ];
+    if let Some(path) = restore_from {
+        args.push("--restore-from".to_owned());
+        args.push(path.to_owned());
+    }
+    args
+}
+
+/// The workers' StatefulSet for `plan`; `hash` goes into the Pod template so that a
+/// configuration change rolls the workers.
+pub fn statefulset(
+    owner: &Owner,
+    spec: &RiskPipelineSpec,
+    plan: &WorkloadPlan,
+    hash: &str,
+) -> StatefulSet {
+    let names = &owner.names;
+    let mut annotations = BTreeMap::from([
+        (CONFIG_HASH_ANNOTATION.to_owned(), hash.to_owned()),
+        (
+            PARALLELISM_ANNOTATION.to_owned(),
+            spec.parallelism.to_string(),
+        ),
+    ]);
+    if let Some(path) = &plan.restore_from {
+        annotations.insert(RESTORE_FROM_ANNOTATION.to_owned(), path.clone());
+    }
+    StatefulSet {
+        metadata: owner.meta(names.statefulset()),
+        spec: StatefulSetSpec {
+            replicas: Some(plan.replicas),
+            service_name: Some(names.service()),
+            // Workers are independent: start and stop them all at once.
+            pod_management_policy: Some("Parallel".into()),
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
+                ..StatefulSetUpdateStrategy::default()
+            }),
+            selector: LabelSelector {
+                match_labels: Some(names.selector_labels()),
+                ..LabelSelector::default()
+            },
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some("Delete".into()),
+                    // Kept on scale-down: a later scale-up finds its state again.
+                    when_scaled: Some("Retain".into()),
+                },
+            ),
+            volume_claim_templates: Some(vec![state_claim(spec)]),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(names.labels()),
+                    annotations: Some(annotations),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec(owner, spec, plan)),
+            },
+            ..StatefulSetSpec::default()
+        },
+        ..StatefulSet::default()
+    }
+}
+
+fn state_claim(spec: &RiskPipelineSpec) -> PersistentVolumeClaim {
+    PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some("state".into()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".into()]),
+            storage_class_name: spec.state.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_owned(),
+                    spec.state.volume_size.clone(),
+                )])),
+                ..VolumeResourceRequirements::default()
+            }),
+            ..PersistentVolumeClaimSpec::default()
+        }),
+        ..PersistentVolumeClaim::default()
+    }
+}
+
+fn pod_spec(owner: &Owner, spec: &RiskPipelineSpec, plan: &WorkloadPlan) -> PodSpec {
+    let names = &owner.names;
+    let mut volumes = vec![
+        Volume {
+            name: "config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: names.config_map(),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "tmp".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    ];
+    let mut mounts = vec![
+        mount("config", CONFIG_DIR, None, true),
+        mount("tmp", "/tmp", None, false),
+        mount("state", &spec.state.path, None, false),
+    ];
+    let snapshots = snapshot_paths(spec);
+    if !snapshots.is_empty() {
+        volumes.push(Volume {
+            name: "snapshots".into(),
+            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                claim_name: names.snapshots_claim(),
+                read_only: Some(false),
+            }),
+            ..Volume::default()
+        });
+        for (sub, path) in snapshots {
+            mounts.push(mount("snapshots", &path, Some(sub), false));
+        }
+    }
+    PodSpec {
+        service_account_name: Some(names.service_account()),
+        automount_service_account_token: Some(false),
+        termination_grace_period_seconds: Some(TERMINATION_GRACE_SECONDS),
+        enable_service_links: Some(false),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(WORKER_UID),
+            run_as_group: Some(WORKER_UID),
+            fs_group: Some(WORKER_UID),
+            seccomp_profile: Some(runtime_default()),
+            ..PodSecurityContext::default()
+        }),
+        containers: vec![Container {
+            name: CONTAINER.into(),
+            image: Some(spec.image.clone()),
+            args: Some(worker_args(spec, plan.restore_from.as_deref())),
+            env: Some(env(spec)),
+            ports: Some(vec![ContainerPort {
+                name: Some(HTTP_PORT_NAME.into()),
+                container_port: HTTP_PORT,
+                protocol: Some("TCP".into()),
+                ..ContainerPort::default()
+            }]),
+            readiness_probe: Some(probe("/readyz", 5, 3)),
+            liveness_probe: Some(Probe {
+                initial_delay_seconds: Some(30),
+                ..probe("/healthz", 10, 6)
+            }),
+            resources: spec.resources.clone(),
+            security_context: Some(SecurityContext {
+                run_as_non_root: Some(true),
+                allow_privilege_escalation: Some(false),
+                privileged: Some(false),
+                read_only_root_filesystem: Some(true),
+                capabilities: Some(Capabilities {
+                    drop: Some(vec!["ALL".into()]),
+                    add: None,
+                }),
+                seccomp_profile: Some(runtime_default()),
+                ..SecurityContext::default()
+            }),
+            volume_mounts: Some(mounts),
+            ..Container::default()
+        }],
+        volumes: Some(volumes),
+        ..PodSpec::default()
+    }
+}
+
+fn runtime_default() -> SeccompProfile {
+    SeccompProfile {
+        type_: "RuntimeDefault".into(),
+        localhost_profile: None,
+    }
+}
+
+fn mount(name: &str, path: &str, sub_path: Option<&str>, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        sub_path: sub_path.map(Into::into),
+        read_only: read_only.then_some(true),
+        ..VolumeMount::default()
+    }
+}
+
+fn probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String(HTTP_PORT_NAME.into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        ..Probe::default()
+    }
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.into(),
+                api_version: None,
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.into(),
+                key: key.into(),
+                optional: None,
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+/// Pod identity from the downward API, and S3 credentials by reference (never inline).
+fn env(spec: &RiskPipelineSpec) -> Vec<EnvVar> {
+    let mut env = vec![
+        field_env("POD_NAME", "metadata.name"),
+        field_env("POD_NAMESPACE", "metadata.namespace"),
+    ];
+    let s3_secret = [&spec.checkpoints.storage, &spec.savepoints.storage]
+        .into_iter()
+        .find_map(|s| match s.kind() {
+            Some(Storage::S3(s3)) => s3.credentials_secret_ref.as_ref(),
+            _ => None,
+        });
+    if let Some(secret) = s3_secret {
+        env.push(secret_env("AWS_ACCESS_KEY_ID", &secret.name, "accessKeyId"));
+        env.push(secret_env(
+            "AWS_SECRET_ACCESS_KEY",
+            &secret.name,
+            "secretAccessKey",
+        ));
+    }
+    env
+}

@@ -1,0 +1,196 @@
+//! The pipeline's lifecycle as pure decisions fed by what the reconcile observed:
+//! rollouts (upgrade, suspend, resume) as a state machine kept in `status.rollout`,
+//! and savepoints (nonce, schedule, retries, retention). No client, no clock: the
+//! caller passes `now`, so every transition is a unit test.
+
+pub mod rollout;
+pub mod savepoints;
+
+use k8s_openapi::jiff::Timestamp;
+use riskpipe_crds::{RiskPipelineSpec, RiskPipelineStatus};
+
+/// What the operator saw of the workers' StatefulSet.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Workload {
+    /// Config hash in the Pod template.
+    pub hash: Option<String>,
+    /// Parallelism the template's workers were started with.
+    pub parallelism: Option<i32>,
+    /// Restore path in the Pod template.
+    pub restore_from: Option<String>,
+    /// `spec.replicas`.
+    pub spec_replicas: i32,
+    /// Pods that exist.
+    pub replicas: i32,
+    /// Pods that are ready.
+    pub ready_replicas: i32,
+    /// Whether the StatefulSet controller has acted on the latest template and every
+    /// Pod runs it (observedGeneration current, current revision = update revision).
+    pub rolled_out: bool,
+}
+
+impl Workload {
+    /// Whether the StatefulSet runs exactly `plan`'s template with every Pod ready.
+    pub fn settled_at(
+        &self,
+        hash: &str,
+        parallelism: i32,
+        replicas: i32,
+        restore_from: Option<&str>,
+    ) -> bool {
+        self.hash.as_deref() == Some(hash)
+            && self.parallelism == Some(parallelism)
+            && self.restore_from.as_deref() == restore_from
+            && self.spec_replicas == replicas
+            && self.rolled_out
+            && self.replicas == replicas
+            && self.ready_replicas == replicas
+    }
+}
+
+/// Everything a lifecycle decision reads.
+#[derive(Clone, Debug)]
+pub struct Observed<'a> {
+    /// The pipeline's name.
+    pub pipeline: &'a str,
+    /// The spec as it is now.
+    pub spec: &'a RiskPipelineSpec,
+    /// Config hash of that spec.
+    pub desired_hash: &'a str,
+    /// The status as last written.
+    pub status: &'a RiskPipelineStatus,
+    /// The StatefulSet, when it exists.
+    pub workload: Option<Workload>,
+    /// Progress of the savepoint in progress (polled from the workers).
+    pub savepoint: Option<savepoints::Progress>,
+    /// Names of the spec sections that differ from the deployed manifest.
+    pub changed: Vec<String>,
+    /// The time of this decision.
+    pub now: Timestamp,
+}
+
+use riskpipe_crds::{
+    PipelineState, RolloutStatus, SavepointPhase, SavepointStatus, SavepointTrigger,
+};
+
+use crate::build::WorkloadPlan;
+pub use rollout::Note;
+pub use savepoints::{Progress, SavepointRequest};
+
+/// The whole lifecycle decision of one reconcile.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// What to apply; `None` holds the workload as it is.
+    pub plan: Option<WorkloadPlan>,
+    /// `status.rollout` after this reconcile.
+    pub rollout: Option<RolloutStatus>,
+    /// `status.savepoints` after progress, a new request and retention.
+    pub savepoints: Vec<SavepointStatus>,
+    /// Entries retention removed (their files are to be disposed of).
+    pub disposed: Vec<SavepointStatus>,
+    /// A savepoint to start now (its entry is already in `savepoints`).
+    pub trigger: Option<SavepointRequest>,
+    /// `status.lastSavepointTriggerNonce` after this reconcile.
+    pub last_nonce: Option<i64>,
+    /// Events to publish.
+    pub notes: Vec<Note>,
+    /// Lifecycle state.
+    pub state: PipelineState,
+    /// Why the pipeline cannot go on without a change (Degraded), if so.
+    pub stuck: Option<String>,
+}
+
+impl Decision {
+    /// Whether a rollout or a savepoint is under way.
+    pub fn progressing(&self) -> bool {
+        self.rollout.is_some()
+            || self
+                .savepoints
+                .iter()
+                .any(|s| s.phase == SavepointPhase::InProgress)
+    }
+}
+
+/// Decides the next step: records savepoint progress, advances the rollout, starts
+/// the savepoint the spec or the rollout asks for, and applies retention.
+pub fn decide(obs: &Observed<'_>) -> Decision {
+    let mut history = obs.status.savepoints.clone();
+    let mut notes = Vec::new();
+    if let Some(progress) = &obs.savepoint
+        && let Some(done) = savepoints::record_progress(&mut history, progress, obs.now)
+    {
+        notes.push(match done.phase {
+            SavepointPhase::Failed => rollout::warning(
+                "SavepointFailed",
+                format!(
+                    "{:?} savepoint {} failed: {}; retried with backoff",
+                    done.trigger,
+                    done.path,
+                    done.message.as_deref().unwrap_or("unknown cause")
+                ),
+            ),
+            _ => rollout::normal(
+                "SavepointCompleted",
+                format!("{:?} savepoint completed at {}", done.trigger, done.path),
+            ),
+        });
+    }
+    // The rollout sees the history with this progress recorded.
+    let mut status = obs.status.clone();
+    status.savepoints = history.clone();
+    let seen = Observed {
+        status: &status,
+        ..obs.clone()
+    };
+    let step = rollout::step(&seen);
+    notes.extend(step.notes.iter().cloned());
+
+    let mut last_nonce = obs.status.last_savepoint_trigger_nonce;
+    let trigger = if step.savepoint {
+        Some(SavepointRequest {
+            path: savepoints::savepoint_path(obs.spec, obs.pipeline, obs.now),
+            trigger: SavepointTrigger::Upgrade,
+            nonce: None,
+        })
+    } else if step.rollout.is_none() && step.state == PipelineState::Running {
+        savepoints::requested(obs.spec, &status, obs.pipeline, obs.now)
+    } else {
+        None
+    };
+    if let Some(req) = &trigger {
+        if req.nonce.is_some() {
+            last_nonce = req.nonce;
+        }
+        history.push(savepoints::started(req, obs.now));
+    }
+    let max_age = obs.spec.savepoints.max_age.as_std();
+    let max_count = usize::try_from(obs.spec.savepoints.max_count)
+        .unwrap_or(1)
+        .max(1);
+    let (kept, disposed) = savepoints::retain(&history, max_count, max_age, obs.now);
+    for gone in &disposed {
+        notes.push(rollout::normal(
+            "SavepointDisposed",
+            format!(
+                "savepoint {} left the history (retention: {} savepoints, {})",
+                gone.path,
+                max_count,
+                obs.spec.savepoints.max_age.as_str()
+            ),
+        ));
+    }
+    Decision {
+        plan: step.plan,
+        rollout: step.rollout,
+        savepoints: kept,
+        disposed,
+        trigger,
+        last_nonce,
+        notes,
+        state: step.state,
+        stuck: step.stuck,
+    }
+}
+
+#[cfg(test)]
+mod tests;

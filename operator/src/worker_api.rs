@@ -1,0 +1,251 @@
+//! The workers' HTTP API (the worker contract): `/status` figures and savepoints.
+//! Behind a trait so the reconcile can be tested without workers.
+
+use std::{net::SocketAddr, time::Duration};
+
+use futures::future::BoxFuture;
+use http_body_util::{BodyExt, Full};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
+};
+use kube::api::ObjectMeta;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+/// Longest wait for one call to a worker.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A call to a worker that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// No answer (connection refused, timeout).
+    #[error("worker at {addr} did not answer: {reason}")]
+    Unreachable {
+        /// The worker's address.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// An answer with an unexpected status code.
+    #[error("worker at {addr} answered {status} to {path}: {body}")]
+    Status {
+        /// The worker's address.
+        addr: SocketAddr,
+        /// The request path.
+        path: String,
+        /// The status code.
+        status: u16,
+        /// The body, for the message.
+        body: String,
+    },
+    /// An answer that is not the JSON the contract describes.
+    #[error("worker at {addr} sent an unreadable answer to {path}")]
+    Decode {
+        /// The worker's address.
+        addr: SocketAddr,
+        /// The request path.
+        path: String,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// The worker's latest completed checkpoint.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerCheckpoint {
+    /// Checkpoint number.
+    pub id: i64,
+    /// Where it is.
+    pub path: String,
+    /// When it completed (epoch ms).
+    pub timestamp_ms: i64,
+    /// How long it took.
+    #[serde(default)]
+    pub duration_ms: Option<i64>,
+    /// Its size.
+    #[serde(default)]
+    pub size_bytes: Option<i64>,
+}
+
+/// `GET /status`.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerStatus {
+    /// The worker's ordinal.
+    pub ordinal: i32,
+    /// Partitions it owns.
+    #[serde(default)]
+    pub owned_partitions: Vec<i32>,
+    /// Records per second.
+    #[serde(default)]
+    pub records_per_second: f64,
+    /// Share of time busy.
+    #[serde(default)]
+    pub busy_ratio: f64,
+    /// Records behind.
+    #[serde(default)]
+    pub lag_records: i64,
+    /// Lag in time.
+    #[serde(default)]
+    pub lag_seconds: f64,
+    /// Errors ÷ records.
+    #[serde(default)]
+    pub error_rate: f64,
+    /// Latest checkpoint.
+    #[serde(default)]
+    pub last_checkpoint: Option<WorkerCheckpoint>,
+}
+
+/// `POST /savepoints` answer.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct SavepointAck {
+    /// Id to poll.
+    pub id: String,
+    /// Where it is written.
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+/// `GET /savepoints/{id}` answer.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+pub struct SavepointInfo {
+    /// `in_progress`, `completed` or `failed`.
+    pub state: String,
+    /// Why it failed.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SavepointBody<'a> {
+    path: &'a str,
+}
+
+/// Calls to the workers.
+pub trait WorkerApi: Send + Sync {
+    /// `GET /status`.
+    fn status(&self, addr: SocketAddr) -> BoxFuture<'_, Result<WorkerStatus, WorkerError>>;
+    /// `POST /savepoints` with `path`.
+    fn trigger_savepoint<'a>(
+        &'a self,
+        addr: SocketAddr,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<SavepointAck, WorkerError>>;
+    /// `GET /savepoints/{id}`.
+    fn savepoint<'a>(
+        &'a self,
+        addr: SocketAddr,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<SavepointInfo, WorkerError>>;
+}
+
+/// The workers' API over plain HTTP on the Pod network.
+#[derive(Clone)]
+pub struct HttpWorkers {
+    client: Client<HttpConnector, Full<bytes::Bytes>>,
+}
+
+impl Default for HttpWorkers {
+    fn default() -> Self {
+        Self {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+}
+
+impl HttpWorkers {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        addr: SocketAddr,
+        method: http::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, WorkerError> {
+        let unreachable = |reason: String| WorkerError::Unreachable { addr, reason };
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"));
+        if body.is_some() {
+            req = req.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        let req = req
+            .body(Full::from(body.unwrap_or_default()))
+            .map_err(|e| unreachable(e.to_string()))?;
+        let call = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            let status = resp.status();
+            let bytes = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| unreachable(e.to_string()))?
+                .to_bytes();
+            Ok::<_, WorkerError>((status, bytes))
+        };
+        let (status, bytes) = tokio::time::timeout(TIMEOUT, call)
+            .await
+            .map_err(|_| unreachable(format!("no answer within {TIMEOUT:?}")))??;
+        if !status.is_success() {
+            return Err(WorkerError::Status {
+                addr,
+                path: path.to_owned(),
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&bytes).chars().take(300).collect(),
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|source| WorkerError::Decode {
+            addr,
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+impl WorkerApi for HttpWorkers {
+    fn status(&self, addr: SocketAddr) -> BoxFuture<'_, Result<WorkerStatus, WorkerError>> {
+        Box::pin(self.call(addr, http::Method::GET, "/status", None))
+    }
+
+    fn trigger_savepoint<'a>(
+        &'a self,
+        addr: SocketAddr,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<SavepointAck, WorkerError>> {
+        Box::pin(async move {
+            let body = serde_json::to_vec(&SavepointBody { path }).map_err(|source| {
+                WorkerError::Decode {
+                    addr,
+                    path: "/savepoints".into(),
+                    source,
+                }
+            })?;
+            self.call(addr, http::Method::POST, "/savepoints", Some(body))
+                .await
+        })
+    }
+
+    fn savepoint<'a>(
+        &'a self,
+        addr: SocketAddr,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<SavepointInfo, WorkerError>> {
+        Box::pin(async move {
+            let path = format!("/savepoints/{id}");
+            self.call(addr, http::Method::GET, &path, None).await
+        })
+    }
+}
+
+/// Address of a worker Pod's HTTP port, when it has an IP.
+pub fn pod_addr(meta: &ObjectMeta, pod_ip: Option<&str>) -> Option<(i32, SocketAddr)> {
+    let ordinal = crate::names::ordinal_of(meta.name.as_deref()?)?;
+    let ip = pod_ip?.parse().ok()?;
+    let port = u16::try_from(crate::names::HTTP_PORT).ok()?;
+    Some((ordinal, SocketAddr::new(ip, port)))
+}
