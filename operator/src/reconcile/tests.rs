@@ -1,1 +1,390 @@
+//! The reconcile against a mock API server: every request the operator makes is
+//! checked in order (method, path, field manager, body), as kube-rs/controller-rs
+//! does with its `ApiServerVerifier`.
 
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::jiff::Timestamp;
+use kube::{
+    Client,
+    api::ObjectMeta,
+    client::Body,
+    runtime::events::{Recorder, Reporter},
+};
+use riskpipe_crds::{RiskPipeline, RiskPipelineSpec, SourceSpec};
+use serde_json::{Value, json};
+
+use super::*;
+use crate::{
+    checks::TopicInfo,
+    names::FINALIZER,
+    worker_api::{SavepointAck, SavepointInfo, WorkerError, WorkerStatus},
+};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+/// One request the operator must make next, and the answer it gets.
+struct Expect {
+    method: Method,
+    path: &'static str,
+    /// Checks the JSON body; returns what to answer (`None`: 404).
+    answer: Box<dyn FnOnce(&Value) -> Option<Value> + Send>,
+}
+
+fn echo(method: Method, path: &'static str) -> Expect {
+    Expect {
+        method,
+        path,
+        answer: Box::new(|b| Some(b.clone())),
+    }
+}
+
+fn not_found(path: &'static str) -> Expect {
+    Expect {
+        method: Method::GET,
+        path,
+        answer: Box::new(|_| None),
+    }
+}
+
+fn check(method: Method, path: &'static str, f: impl FnOnce(&Value) + Send + 'static) -> Expect {
+    Expect {
+        method,
+        path,
+        answer: Box::new(move |b| {
+            f(b);
+            Some(b.clone())
+        }),
+    }
+}
+
+/// Serves `expects` in order; panics on any other request.
+async fn verify(mut handle: Handle, expects: Vec<Expect>) {
+    for (i, e) in expects.into_iter().enumerate() {
+        let (req, send) = handle
+            .next_request()
+            .await
+            .unwrap_or_else(|| panic!("request {i} ({} {}) never came", e.method, e.path));
+        let uri = req.uri().clone();
+        assert_eq!(
+            (req.method(), uri.path()),
+            (&e.method, e.path),
+            "request {i}: {uri}"
+        );
+        let is_apply = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v == "application/apply-patch+yaml");
+        if e.method == Method::PATCH && is_apply {
+            let query = uri.query().unwrap_or_default();
+            assert!(
+                query.contains("fieldManager=riskpipe-operator") && query.contains("force=true"),
+                "request {i} must be a forced apply: {uri}"
+            );
+        }
+        let bytes = req.into_body().collect_bytes().await.unwrap();
+        let body: Value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap()
+        };
+        let response = match (e.answer)(&body) {
+            Some(v) => Response::builder().body(Body::from(serde_json::to_vec(&v).unwrap())),
+            None => Response::builder().status(StatusCode::NOT_FOUND).body(Body::from(
+                serde_json::to_vec(&json!({"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404,"message":"not found"})).unwrap(),
+            )),
+        };
+        send.send_response(response.unwrap());
+    }
+}
+
+struct NoWorkers;
+
+impl WorkerApi for NoWorkers {
+    fn status(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> BoxFuture<'_, Result<WorkerStatus, WorkerError>> {
+        Box::pin(async move {
+            Err(WorkerError::Unreachable {
+                addr,
+                reason: "test".into(),
+            })
+        })
+    }
+    fn trigger_savepoint<'a>(
+        &'a self,
+        addr: std::net::SocketAddr,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<SavepointAck, WorkerError>> {
+        Box::pin(async move {
+            Err(WorkerError::Unreachable {
+                addr,
+                reason: "test".into(),
+            })
+        })
+    }
+    fn savepoint<'a>(
+        &'a self,
+        addr: std::net::SocketAddr,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<SavepointInfo, WorkerError>> {
+        Box::pin(async move {
+            Err(WorkerError::Unreachable {
+                addr,
+                reason: "test".into(),
+            })
+        })
+    }
+}
+
+struct FixedTopic(TopicInfo);
+
+impl Topics for FixedTopic {
+    fn lookup<'a>(&'a self, _: &'a RiskPipelineSpec) -> BoxFuture<'a, TopicInfo> {
+        Box::pin(async move { self.0.clone() })
+    }
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_second(1_700_000_000).unwrap()
+}
+
+fn context(topic: TopicInfo) -> (Arc<Context>, Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let ctx = Context {
+        client: client.clone(),
+        applier: crate::apply::Applier::new(client.clone()),
+        recorder: Recorder::new(
+            client,
+            Reporter {
+                controller: "riskpipe-operator".into(),
+                instance: None,
+            },
+        ),
+        workers: Arc::new(NoWorkers),
+        topics: Arc::new(FixedTopic(topic)),
+        metrics: crate::metrics::Metrics::default(),
+        now,
+    };
+    (Arc::new(ctx), handle)
+}
+
+fn pipeline() -> RiskPipeline {
+    let mut rp = RiskPipeline::new(
+        "payments",
+        RiskPipelineSpec::with_source(SourceSpec::kafka()),
+    );
+    rp.metadata = ObjectMeta {
+        name: Some("payments".into()),
+        namespace: Some("risk".into()),
+        uid: Some("uid-1".into()),
+        generation: Some(2),
+        finalizers: Some(vec![FINALIZER.into()]),
+        ..ObjectMeta::default()
+    };
+    rp.spec.parallelism = 2;
+    rp
+}
+
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/risk/events";
+const STATUS: &str = "/apis/riskpipe.io/v1alpha1/namespaces/risk/riskpipelines/payments/status";
+
+async fn run(rp: RiskPipeline, topic: TopicInfo, expects: Vec<Expect>) -> Result<Action, Error> {
+    let (ctx, handle) = context(topic);
+    let server = tokio::spawn(verify(handle, expects));
+    let result = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        reconcile(Arc::new(rp), ctx),
+    )
+    .await
+    .expect("reconcile finished");
+    server.await.expect("every expected request was made");
+    result
+}
+
+/// A status apply, answered with a whole pipeline as the apiserver would.
+fn status_check(f: impl FnOnce(&Value) + Send + 'static) -> Expect {
+    Expect {
+        method: Method::PATCH,
+        path: STATUS,
+        answer: Box::new(move |b| {
+            f(b);
+            let mut whole = serde_json::to_value(pipeline()).unwrap();
+            whole["status"] = b["status"].clone();
+            Some(whole)
+        }),
+    }
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
+
+#[tokio::test]
+async fn an_invalid_spec_is_reported_and_waits_for_a_change() {
+    let mut rp = pipeline();
+    rp.spec.autoscaler.min_replicas = 9;
+    rp.spec.autoscaler.max_replicas = 2;
+    let action = run(
+        rp,
+        TopicInfo::Unknown,
+        vec![
+            check(Method::POST, EVENTS, |e| {
+                assert_eq!(e["reason"], "InvalidSpec");
+                assert_eq!(e["type"], "Warning");
+                assert!(e["note"].as_str().unwrap().contains("minReplicas"), "{e}");
+            }),
+            status_check(|s| {
+                let ready = condition(s, "Ready");
+                assert_eq!(
+                    (ready["status"].as_str(), ready["reason"].as_str()),
+                    (Some("False"), Some("InvalidSpec"))
+                );
+                assert!(
+                    ready["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains("spec.autoscaler.minReplicas"),
+                    "{ready}"
+                );
+                assert_eq!(s["status"]["observedGeneration"], 2);
+                assert_eq!(s["status"]["state"], "Failed");
+            }),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        action,
+        Action::await_change(),
+        "no retry loop on an invalid spec"
+    );
+}
+
+#[tokio::test]
+async fn too_few_partitions_is_invalid_with_both_numbers() {
+    run(
+        pipeline(),
+        TopicInfo::Partitions(1),
+        vec![
+            echo(Method::POST, EVENTS),
+            status_check(|s| {
+                let msg = condition(s, "Ready")["message"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                assert!(
+                    msg.contains("spec.parallelism: is 2") && msg.contains("1 partition(s)"),
+                    "{msg}"
+                );
+            }),
+        ],
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_new_pipeline_gets_its_objects_applied_then_its_status() {
+    let action = run(
+        pipeline(),
+        TopicInfo::Partitions(4),
+        vec![
+            not_found("/apis/apps/v1/namespaces/risk/statefulsets/payments"),
+            not_found("/api/v1/namespaces/risk/configmaps/payments-config"),
+            Expect {
+                method: Method::GET,
+                path: "/api/v1/namespaces/risk/pods",
+                answer: Box::new(|_| {
+                    Some(json!({"kind":"PodList","apiVersion":"v1","metadata":{},"items":[]}))
+                }),
+            },
+            check(
+                Method::PATCH,
+                "/api/v1/namespaces/risk/serviceaccounts/payments-worker",
+                |b| {
+                    assert_eq!(b["automountServiceAccountToken"], false);
+                },
+            ),
+            check(
+                Method::PATCH,
+                "/api/v1/namespaces/risk/services/payments-workers",
+                |b| {
+                    assert_eq!(b["spec"]["clusterIP"], "None");
+                },
+            ),
+            echo(
+                Method::PATCH,
+                "/apis/policy/v1/namespaces/risk/poddisruptionbudgets/payments",
+            ),
+            echo(
+                Method::PATCH,
+                "/api/v1/namespaces/risk/persistentvolumeclaims/payments-snapshots",
+            ),
+            check(
+                Method::PATCH,
+                "/api/v1/namespaces/risk/configmaps/payments-config",
+                |b| {
+                    assert!(
+                        b["data"]["pipeline.yaml"]
+                            .as_str()
+                            .unwrap()
+                            .contains("kind: RiskPipeline")
+                    );
+                },
+            ),
+            check(
+                Method::PATCH,
+                "/apis/apps/v1/namespaces/risk/statefulsets/payments",
+                |b| {
+                    assert_eq!(b["spec"]["replicas"], 2);
+                    assert_eq!(b["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+                },
+            ),
+            check(Method::POST, EVENTS, |e| assert_eq!(e["reason"], "Created")),
+            status_check(|s| {
+                let st = &s["status"];
+                assert_eq!(st["observedGeneration"], 2);
+                assert_eq!(
+                    st["selector"],
+                    "app.kubernetes.io/component=worker,riskpipe.io/pipeline=payments"
+                );
+                assert_eq!(st["partitions"], 4);
+                assert_eq!(st["state"], "Deploying");
+                assert_eq!(condition(s, "Ready")["status"], "False");
+                assert_eq!(condition(s, "Progressing")["reason"], "Deploying");
+                assert_eq!(condition(s, "Degraded")["status"], "False");
+            }),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(action, Action::requeue(BUSY_REQUEUE));
+}
+
+#[tokio::test]
+async fn a_pipeline_without_the_finalizer_gets_it_first() {
+    let mut rp = pipeline();
+    rp.metadata.finalizers = None;
+    run(
+        rp,
+        TopicInfo::Unknown,
+        vec![Expect {
+            method: Method::PATCH,
+            path: "/apis/riskpipe.io/v1alpha1/namespaces/risk/riskpipelines/payments",
+            answer: Box::new(|b| {
+                assert!(b.to_string().contains(FINALIZER), "{b}");
+                Some(serde_json::to_value(pipeline()).unwrap())
+            }),
+        }],
+    )
+    .await
+    .unwrap();
+}
