@@ -67,18 +67,23 @@ pub(crate) fn add_rules(schema: &mut Schema, rules: Vec<CelRule>) {
     }
 }
 
-/// A CEL expression for the duration held in the string `field` (e.g. `self.interval`).
+/// A CEL expression for the milliseconds of the duration held in the string `field`
+/// (e.g. `self.interval`).
 ///
-/// CEL's `duration()` reads Go durations, which have no day unit; durations here match
-/// [`DURATION_PATTERN`](crate::duration::DURATION_PATTERN) (one number, one unit),
-/// so a `d` suffix is rewritten to hours first.
-pub fn duration_expr(field: &str) -> String {
+/// Durations here match [`DURATION_PATTERN`](crate::duration::DURATION_PATTERN) (one
+/// number, one unit). CEL's `duration()` has no day unit, and rewriting `7d` as
+/// `168h` needs `string(int)`, whose size the apiserver cannot bound: its cost
+/// estimate then refuses the CRD. Integer arithmetic on a bounded substring is cheap.
+pub fn millis_expr(field: &str) -> String {
     format!(
-        "({field}.endsWith('d') ? duration(string(int({field}.substring(0, {field}.size() - 1)) * 24) + 'h') : duration({field}))"
+        "(int({field}.substring(0, {field}.size() - ({field}.endsWith('ms') ? 2 : 1))) * \
+         ({field}.endsWith('ms') ? 1 : {field}.endsWith('s') ? 1000 : {field}.endsWith('m') ? 60000 : \
+         {field}.endsWith('h') ? 3600000 : 86400000))"
     )
 }
 
-/// A CEL expression that is true when exactly one of `fields` is set on `self`.
+/// A CEL expression that is true when exactly one of `fields` is set on `self`: the
+/// rule of a union (one-of) object such as `source` or a sink.
 pub fn exactly_one_expr(fields: &[&str]) -> String {
     let terms: Vec<String> = fields
         .iter()
@@ -87,9 +92,7 @@ pub fn exactly_one_expr(fields: &[&str]) -> String {
     format!("{} == 1", terms.join(" + "))
 }
 
-/// Schemars transform for structs without fields (`stdout: {}`): Kubernetes refuses
-/// `additionalProperties: false`, which `deny_unknown_fields` adds and kube's
-/// structural rewrite only removes from objects that have properties.
-pub(crate) fn allow_empty_object(schema: &mut Schema) {
-    schema.remove("additionalProperties");
+/// True for a rule made by [`exactly_one_expr`].
+pub(crate) fn is_exactly_one_rule(rule: &str) -> bool {
+    rule.starts_with("(has(self.") && rule.ends_with(" == 1")
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The pattern every duration in the CRD schema must match: a whole number and one
 /// unit. A single unit keeps the text easy to read and lets the CEL rules convert it
-/// with `duration()` (see [`crate::cel::duration_expr`]).
+/// to milliseconds cheaply (see [`crate::cel::millis_expr`]).
 pub const DURATION_PATTERN: &str = "^[0-9]{1,9}(ms|s|m|h|d)$";
 
 /// Why a duration's text was refused.

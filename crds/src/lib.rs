@@ -14,6 +14,7 @@ pub mod monitoring;
 pub mod operations;
 pub mod refs;
 pub mod rules;
+mod schema;
 pub mod sinks;
 pub mod source;
 pub mod spec;

@@ -3,7 +3,10 @@
 use schemars::{JsonSchema, Schema};
 use serde::{Deserialize, Serialize};
 
-use crate::cel::{CelRule, add_rules, allow_empty_object, exactly_one_expr};
+use crate::{
+    cel::{CelRule, add_rules, exactly_one_expr},
+    schema::allow_empty_object,
+};
 
 /// The outputs. `decisions` is always written; an optional output that is absent is
 /// not written. Without a `sinks` section all four go to their default Kafka topics;
@@ -11,7 +14,8 @@ use crate::cel::{CelRule, add_rules, allow_empty_object, exactly_one_expr};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SinksSpec {
-    /// One decision per transaction (SPEC §7).
+    /// One decision per transaction (SPEC §7); the Kafka topic `risk-decisions` when
+    /// absent.
     #[serde(default = "SinksSpec::default_decisions")]
     pub decisions: SinkSpec,
     /// Records that could not be processed, with the reason (SPEC §1). When absent

@@ -95,6 +95,7 @@ pub const DEFAULT_IMAGE: &str = "riskpipe/riskpipe-worker:0.1.0";
     )
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(transform = crate::schema::strip_union_defaults)]
 pub struct RiskPipelineSpec {
     /// Where transactions come from: exactly one of kafka, generator or file.
     pub source: SourceSpec,
@@ -136,7 +137,8 @@ pub struct RiskPipelineSpec {
     /// Monitoring windows, watermark and alert thresholds.
     #[serde(default)]
     pub monitoring: MonitoringSpec,
-    /// Outputs: decisions, dead letters, alerts, audit log.
+    /// Outputs: decisions, dead letters, alerts, audit log. When absent, all four go to
+    /// the Kafka topics risk-decisions, risk-dead-letters, risk-alerts and risk-audit.
     #[serde(default)]
     pub sinks: SinksSpec,
     /// Local state of each worker and its volume.

@@ -6,7 +6,7 @@ use schemars::{JsonSchema, Schema};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    cel::{CelRule, add_rules, duration_expr, exactly_one_expr},
+    cel::{CelRule, add_rules, exactly_one_expr, millis_expr},
     duration::Duration,
     refs::SecretRef,
 };
@@ -121,7 +121,7 @@ pub struct CheckpointSpec {
     /// Least time between the end of one checkpoint and the start of the next; not
     /// longer than `interval`.
     pub min_pause: Duration,
-    /// Where checkpoints are copied.
+    /// Where checkpoints are copied; the folder /var/lib/riskpipe/checkpoints when absent.
     pub storage: StorageSpec,
     /// How many completed checkpoints are kept.
     #[schemars(range(min = 1, max = 100))]
@@ -146,14 +146,14 @@ impl CheckpointSpec {
             CelRule::new(
                 format!(
                     "{} <= {}",
-                    duration_expr("self.minPause"),
-                    duration_expr("self.interval")
+                    millis_expr("self.minPause"),
+                    millis_expr("self.interval")
                 ),
                 "minPause must not be longer than interval",
             )
             .at(".minPause"),
             CelRule::new(
-                format!("{} > duration('0s')", duration_expr("self.interval")),
+                format!("{} > 0", millis_expr("self.interval")),
                 "interval must be longer than zero",
             )
             .at(".interval"),
@@ -170,7 +170,7 @@ impl CheckpointSpec {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct SavepointSpec {
-    /// Where savepoints are written.
+    /// Where savepoints are written; the folder /var/lib/riskpipe/savepoints when absent.
     pub storage: StorageSpec,
     /// Take a savepoint this often; none on a schedule when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
