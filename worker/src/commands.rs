@@ -33,6 +33,16 @@ pub struct RunArgs {
     pub out: Option<PathBuf>,
     /// Never show the progress line.
     pub no_progress: bool,
+    /// Pod name (Kubernetes): the ordinal is its `-N` suffix.
+    pub pod_name: Option<String>,
+    /// Ordinal when there is no pod name.
+    pub ordinal: Option<u32>,
+    /// Replica count (Kafka mode).
+    pub replicas: u32,
+    /// HTTP endpoint address (Kafka mode).
+    pub http_addr: Option<std::net::SocketAddr>,
+    /// Savepoint to restore from (Kafka mode).
+    pub restore_from: Option<PathBuf>,
 }
 
 /// Options of `riskpipe-worker replay`.
@@ -142,11 +152,9 @@ pub fn run(args: &RunArgs) -> Result<RunStats> {
             (LocalSource::Generator(Box::new(generator)), Some(dims))
         }
         Some(Source::File(f)) => (LocalSource::file(&relative_to(&base, &f.path))?, None),
-        Some(Source::Kafka(k)) => bail!(
-            "spec.source is the Kafka topic '{}': this build's local mode reads a generator or a JSONL file; \
-             use `source: {{generator: {{...}}}}` or `source: {{file: {{path: ...}}}}`",
-            k.topic
-        ),
+        Some(Source::Kafka(k)) => {
+            return run_kafka(&pipeline, k, &base, args).map(|()| RunStats::default());
+        }
         None => bail!("spec.source: set exactly one of generator, file or kafka"),
     };
     let dims: Box<dyn Dimensions + Send> = match (&spec.dimensions.directory, generated) {
@@ -196,6 +204,57 @@ pub fn run(args: &RunArgs) -> Result<RunStats> {
         stats.summary(started.elapsed(), local.state.approximate_bytes())
     );
     Ok(stats)
+}
+
+fn dimensions_of(pipeline: &RiskPipeline, base: &Path) -> Result<Box<dyn Dimensions + Send>> {
+    Ok(match &pipeline.spec.dimensions.directory {
+        Some(dir) => {
+            let dir = relative_to(base, dir);
+            let (dims, counts) = load_dimensions(&dir)?;
+            tracing::info!(dir = %dir.display(), ?counts, "dimension tables loaded");
+            with_lists(dims, pipeline)
+        }
+        None => with_lists(StaticDimensions::default(), pipeline),
+    })
+}
+
+fn run_kafka(
+    pipeline: &RiskPipeline,
+    source: &riskpipe_crds::KafkaSource,
+    base: &Path,
+    args: &RunArgs,
+) -> Result<()> {
+    let ordinal = match (&args.pod_name, args.ordinal) {
+        (_, Some(o)) => o,
+        (Some(pod), None) => crate::kafka::assignment::ordinal_from_pod_name(pod)?,
+        (None, None) => 0,
+    };
+    if ordinal >= args.replicas {
+        bail!(
+            "ordinal {ordinal} is not below --replicas {}",
+            args.replicas
+        );
+    }
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&pipeline.spec.state.path));
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("creating the state folder {}", state_dir.display()))?;
+    let dims = dimensions_of(pipeline, base)?;
+    crate::kafka::run(
+        pipeline,
+        source,
+        dims,
+        &crate::kafka::KafkaArgs {
+            ordinal,
+            replicas: args.replicas,
+            state_dir,
+            http_addr: args.http_addr,
+            restore_from: args.restore_from.clone(),
+        },
+        stop_flag()?,
+    )
 }
 
 fn source_name(source: &SourceSpec) -> String {

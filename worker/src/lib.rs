@@ -1,10 +1,14 @@
 //! The riskpipe worker: the data plane around the engine — sources, state in
 //! RocksDB, outputs, and local mode.
 
+pub mod checkpoint;
 pub mod commands;
 pub mod dims_csv;
 pub mod generator;
+pub mod http;
+pub mod kafka;
 pub mod local;
+pub mod metrics;
 pub mod output;
 pub mod pipeline_config;
 pub mod report;

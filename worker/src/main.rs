@@ -30,6 +30,21 @@ enum Command {
         /// Do not show the live progress line.
         #[arg(long)]
         no_progress: bool,
+        /// Pod name (Kubernetes); the worker's ordinal is its `-N` suffix.
+        #[arg(long, env = "POD_NAME")]
+        pod_name: Option<String>,
+        /// Worker ordinal when there is no pod name (Kafka mode).
+        #[arg(long)]
+        ordinal: Option<u32>,
+        /// Number of workers sharing the input partitions (Kafka mode).
+        #[arg(long, default_value_t = 1)]
+        replicas: u32,
+        /// Address of the HTTP endpoint (/metrics, /status, /savepoints) in Kafka mode.
+        #[arg(long)]
+        http_addr: Option<std::net::SocketAddr>,
+        /// Restore partitions without local state from this savepoint folder.
+        #[arg(long)]
+        restore_from: Option<PathBuf>,
     },
     /// Backtest: decide every transaction of a JSONL file against CSV dimension tables.
     Replay {
@@ -71,11 +86,21 @@ fn main() -> ExitCode {
             state_dir,
             out,
             no_progress,
+            pod_name,
+            ordinal,
+            replicas,
+            http_addr,
+            restore_from,
         } => commands::run(&RunArgs {
             manifest,
             state_dir,
             out,
             no_progress,
+            pod_name,
+            ordinal,
+            replicas,
+            http_addr,
+            restore_from,
         })
         .map(drop),
         Command::Replay {

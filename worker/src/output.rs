@@ -102,10 +102,17 @@ pub struct DeadLetter<'a> {
     pub at_ms: i64,
 }
 
+/// Raw bytes kept in a dead letter; longer records are cut (and say so), so a
+/// dead letter always fits in a Kafka message.
+pub const DEAD_LETTER_RAW_LIMIT: usize = 64 * 1024;
+
 impl DeadLetter<'_> {
     /// The dead letter as a JSON object: the raw record as text when it is
-    /// UTF-8 and always as base64 too, so no byte is lost.
+    /// UTF-8 and always as base64 too, cut at [`DEAD_LETTER_RAW_LIMIT`] bytes
+    /// (`raw_bytes` gives the full size, `raw_truncated` says whether it was cut).
     pub fn write(&self, out: &mut Vec<u8>) {
+        let full = self.raw.len();
+        let raw = &self.raw[..full.min(DEAD_LETTER_RAW_LIMIT)];
         out.extend_from_slice(b"{\"reason\":");
         write_json_str(self.reason, out);
         out.extend_from_slice(b",\"kind\":");
@@ -120,15 +127,22 @@ impl DeadLetter<'_> {
             }
             None => out.extend_from_slice(format!(",\"line\":{}", self.position).as_bytes()),
         }
+        out.extend_from_slice(
+            format!(
+                ",\"raw_bytes\":{full},\"raw_truncated\":{}",
+                raw.len() < full
+            )
+            .as_bytes(),
+        );
         out.extend_from_slice(b",\"raw\":");
-        match std::str::from_utf8(self.raw) {
+        match std::str::from_utf8(raw) {
             Ok(text) => write_json_str(text, out),
             Err(_) => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(b",\"raw_base64\":\"");
         out.extend_from_slice(
             base64::engine::general_purpose::STANDARD
-                .encode(self.raw)
+                .encode(raw)
                 .as_bytes(),
         );
         out.extend_from_slice(format!("\",\"failed_at\":{}}}", self.at_ms).as_bytes());

@@ -189,6 +189,37 @@ impl PartitionState {
             .count() as u64
     }
 
+    /// Forgets every cached value, changed or not: after an aborted transaction the
+    /// changes of its batch must not survive. The database is untouched.
+    pub fn discard_cache(&mut self) {
+        self.users.clear();
+        self.merchants.clear();
+        self.dirty_users.clear();
+        self.dirty_merchants.clear();
+        self.batch = WriteBatch::default();
+    }
+
+    /// Writes a consistent RocksDB checkpoint (hard links where possible) of the
+    /// flushed state into `dir`, which must not exist yet.
+    pub fn checkpoint_to(&self, dir: &Path) -> Result<(), StateError> {
+        let checkpoint =
+            rocksdb::checkpoint::Checkpoint::new(&self.db).map_err(|e| self.rocks(e))?;
+        checkpoint.create_checkpoint(dir).map_err(|e| self.rocks(e))
+    }
+
+    /// Bytes of the files in a folder (the size of a written checkpoint).
+    pub fn folder_bytes(dir: &Path) -> u64 {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(Result::ok)
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
     /// Flushes memtables to SST files (so size figures are on-disk figures).
     pub fn compact(&self) -> Result<(), StateError> {
         self.db.flush().map_err(|e| self.rocks(e))?;

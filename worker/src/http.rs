@@ -1,0 +1,220 @@
+//! The worker's HTTP endpoint on the pod IP: `/healthz`, `/readyz`, `/metrics`,
+//! `/status` (the JSON the operator polls) and the savepoint trigger
+//! (`POST /savepoints`, `GET /savepoints/{id}`).
+//!
+//! It runs on its own thread with a small tokio runtime, and talks to the
+//! processing loop only through [`Shared`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+
+/// The last checkpoint, as `/status` reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointInfo {
+    /// Folder name.
+    pub id: String,
+    /// Where it is.
+    pub path: String,
+    /// When it completed, ms since the epoch.
+    pub timestamp_ms: i64,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// Bytes written.
+    pub size_bytes: u64,
+}
+
+/// What `/status` returns.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerStatus {
+    /// Pipeline name.
+    pub pipeline: String,
+    /// This worker's ordinal.
+    pub ordinal: u32,
+    /// Replica count the assignment was computed for.
+    pub replicas: u32,
+    /// Input partitions this worker owns.
+    pub owned_partitions: Vec<i32>,
+    /// Input records per second over the last interval.
+    pub records_per_second: f64,
+    /// Share of time spent processing.
+    pub busy_ratio: f64,
+    /// Records behind the high watermarks, summed over owned partitions.
+    pub lag_records: i64,
+    /// Lag divided by the processing rate.
+    pub lag_seconds: f64,
+    /// Dead letters and errors per input record over the last interval.
+    pub error_rate: f64,
+    /// The last completed checkpoint.
+    pub last_checkpoint: Option<CheckpointInfo>,
+    /// `starting` (restoring, catching up) or `running`.
+    pub state: String,
+}
+
+/// A savepoint's progress.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SavepointInfo {
+    /// Identifier.
+    pub id: String,
+    /// `in_progress`, `completed` or `failed`.
+    pub state: String,
+    /// Where it is written.
+    pub path: String,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// A savepoint asked of the processing loop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SavepointRequest {
+    /// Identifier.
+    pub id: String,
+    /// Target folder.
+    pub path: String,
+}
+
+/// State shared between the processing loop and the HTTP server.
+pub struct Shared {
+    /// `/status`.
+    pub status: Mutex<WorkerStatus>,
+    /// Savepoints by id.
+    pub savepoints: Mutex<BTreeMap<String, SavepointInfo>>,
+    /// Requests to the processing loop.
+    pub requests: Mutex<Sender<SavepointRequest>>,
+    /// Where savepoints go when the request names no path.
+    pub savepoint_root: String,
+    /// Set once the worker is running (restored and caught up).
+    pub ready: AtomicBool,
+    /// The metrics registry.
+    pub registry: Registry,
+}
+
+#[derive(Deserialize, Default)]
+struct SavepointBody {
+    path: Option<String>,
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(State(s): State<Arc<Shared>>) -> Response {
+    if s.ready.load(Ordering::Relaxed) {
+        "ready".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "starting").into_response()
+    }
+}
+
+async fn status(State(s): State<Arc<Shared>>) -> Response {
+    match s.status.lock() {
+        Ok(st) => Json(st.clone()).into_response(),
+        Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "status lock poisoned").into_response(),
+    }
+}
+
+async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &s.registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn trigger_savepoint(
+    State(s): State<Arc<Shared>>,
+    body: Option<Json<SavepointBody>>,
+) -> Response {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let id = format!("sp-{now}");
+    let path = body
+        .and_then(|Json(b)| b.path)
+        .unwrap_or_else(|| format!("{}/{id}", s.savepoint_root));
+    let request = SavepointRequest {
+        id: id.clone(),
+        path: path.clone(),
+    };
+    let info = SavepointInfo {
+        id: id.clone(),
+        state: "in_progress".to_owned(),
+        path,
+        error: None,
+    };
+    let sent = s
+        .requests
+        .lock()
+        .map(|tx| tx.send(request).is_ok())
+        .unwrap_or(false);
+    if !sent {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the processing loop has stopped",
+        )
+            .into_response();
+    }
+    if let Ok(mut map) = s.savepoints.lock() {
+        map.insert(id, info.clone());
+    }
+    (StatusCode::ACCEPTED, Json(info)).into_response()
+}
+
+async fn get_savepoint(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    match s.savepoints.lock().ok().and_then(|m| m.get(&id).cloned()) {
+        Some(info) => Json(info).into_response(),
+        None => (StatusCode::NOT_FOUND, format!("no savepoint {id}")).into_response(),
+    }
+}
+
+/// The router (separate so tests can call it without a socket).
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/status", get(status))
+        .route("/metrics", get(metrics))
+        .route("/savepoints", post(trigger_savepoint))
+        .route("/savepoints/{id}", get(get_savepoint))
+        .with_state(shared)
+}
+
+/// Binds `addr` and serves on a background thread; returns the bound address.
+pub fn serve(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<SocketAddr> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind(addr))?;
+    let bound = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("http".to_owned())
+        .spawn(move || {
+            runtime.block_on(async move {
+                if let Err(e) = axum::serve(listener, router(shared)).await {
+                    tracing::error!(error = %e, "HTTP server stopped");
+                }
+            });
+        })?;
+    tracing::info!(addr = %bound, "HTTP endpoint listening (/healthz /readyz /status /metrics /savepoints)");
+    Ok(bound)
+}
