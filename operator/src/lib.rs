@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod check;
 pub mod checks;
 pub mod conditions;
 pub mod kafka;

@@ -11,5 +11,5 @@ async fn main() -> anyhow::Result<()> {
         )
         .json()
         .init();
-    riskpipe_operator::run::run(riskpipe_operator::run::Options::parse()).await
+    riskpipe_operator::run::main(riskpipe_operator::run::Cli::parse()).await
 }

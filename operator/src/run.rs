@@ -31,13 +31,39 @@ use crate::{
     worker_api::HttpWorkers,
 };
 
-/// Command-line options (each also from the environment).
+/// The command line: run the operator, or `check` a running one.
 #[derive(Clone, Debug, clap::Parser)]
 #[command(
     name = "riskpipe-operator",
     version,
     about = "Reconciles RiskPipeline resources"
 )]
+pub struct Cli {
+    /// A command other than running the operator.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options of the operator.
+    #[command(flatten)]
+    pub options: Options,
+}
+
+/// Commands besides the default (run).
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Command {
+    /// Exit 0 once an operator replica leads and the RiskPipeline API is served (`helm test`).
+    Check(crate::check::CheckOptions),
+}
+
+/// Runs what the command line asks for.
+pub async fn main(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Some(Command::Check(opts)) => crate::check::check(opts).await,
+        None => run(cli.options).await,
+    }
+}
+
+/// Options of the operator (each also from the environment).
+#[derive(Clone, Debug, clap::Args)]
 pub struct Options {
     /// Namespaces to watch (comma-separated); every namespace when empty.
     #[arg(long, env = "WATCH_NAMESPACES", value_delimiter = ',')]

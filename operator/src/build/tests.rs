@@ -81,7 +81,7 @@ fn worker_args_follow_the_contract() {
     assert_eq!(
         c.args.as_ref().unwrap().join(" "),
         "run -f /etc/riskpipe/pipeline.yaml --pod-name $(POD_NAME) --replicas 3 \
-         --state-dir /var/lib/riskpipe/state --http-addr 0.0.0.0:8080"
+         --state-dir /var/lib/riskpipe/state --http-addr $(POD_IP):8080"
     );
     let pod_name = &c.env.as_ref().unwrap()[0];
     assert_eq!(pod_name.name, "POD_NAME");

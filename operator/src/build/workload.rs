@@ -46,7 +46,9 @@ pub fn worker_args(spec: &RiskPipelineSpec, restore_from: Option<&str>) -> Vec<S
         "--state-dir".to_owned(),
         spec.state.path.clone(),
         "--http-addr".to_owned(),
-        format!("0.0.0.0:{HTTP_PORT}"),
+        // The Pod's own address rather than 0.0.0.0: the same on a kubelet, and Pods
+        // that share a host network namespace (the e2e pod runner) do not collide.
+        format!("$(POD_IP):{HTTP_PORT}"),
     ];
     if let Some(path) = restore_from {
         args.push("--restore-from".to_owned());
@@ -283,6 +285,7 @@ fn env(spec: &RiskPipelineSpec) -> Vec<EnvVar> {
     let mut env = vec![
         field_env("POD_NAME", "metadata.name"),
         field_env("POD_NAMESPACE", "metadata.namespace"),
+        field_env("POD_IP", "status.podIP"),
     ];
     let s3_secret = [&spec.checkpoints.storage, &spec.savepoints.storage]
         .into_iter()
