@@ -2,7 +2,10 @@
 //! seed's defaults, CEL rules for the apiserver and the same checks without one.
 //!
 //! The CRD YAML in `crds/riskpipe.io_riskpipelines.yaml` is generated from these
-//! types by `cargo run -p riskpipe-crds --bin crdgen`; a test fails when it drifts.
+//! types (see [`crdgen::REGENERATE`] for the command); a test fails when it drifts.
+//!
+//! Reading a manifest: [`RiskPipeline::from_yaml`] / [`RiskPipeline::from_yaml_validated`];
+//! checking a spec without an apiserver: [`RiskPipelineSpec::validate`].
 
 pub mod cel;
 pub mod crdgen;
