@@ -52,7 +52,6 @@ pub async fn check(opts: CheckOptions) -> anyhow::Result<()> {
     let leases: Api<Lease> = Api::namespaced(client.clone(), &opts.namespace);
     let pipelines: Api<RiskPipeline> = Api::namespaced(client, &opts.namespace);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(opts.timeout_seconds);
-    let mut last = String::new();
     loop {
         let verdict = match leases.get_opt(&opts.lease_name).await {
             Ok(Some(lease)) => lease_is_live(&lease, Timestamp::now()),
@@ -71,10 +70,10 @@ pub async fn check(opts: CheckOptions) -> anyhow::Result<()> {
                 println!("ok: {holder} leads; RiskPipeline API served");
                 return Ok(());
             }
-            Err(why) => last = why,
-        }
-        if tokio::time::Instant::now() >= deadline {
-            anyhow::bail!("no live operator after {}s: {last}", opts.timeout_seconds);
+            Err(why) if tokio::time::Instant::now() >= deadline => {
+                anyhow::bail!("no live operator after {}s: {why}", opts.timeout_seconds);
+            }
+            Err(_) => {}
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

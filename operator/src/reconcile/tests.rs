@@ -25,12 +25,15 @@ use crate::{
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
+/// Checks a request's JSON body and gives the answer (`None`: 404).
+type Answer = Box<dyn FnOnce(&Value) -> Option<Value> + Send>;
+
 /// One request the operator must make next, and the answer it gets.
 struct Expect {
     method: Method,
     path: &'static str,
     /// Checks the JSON body; returns what to answer (`None`: 404).
-    answer: Box<dyn FnOnce(&Value) -> Option<Value> + Send>,
+    answer: Answer,
 }
 
 fn echo(method: Method, path: &'static str) -> Expect {
