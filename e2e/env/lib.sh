@@ -52,7 +52,8 @@ start_bg() {
   local name="$1" log="$2"
   shift 2
   mkdir -p "$PID_DIR" "$(dirname "$log")"
-  setsid "$@" >>"$log" 2>&1 </dev/null &
+  # fd 9 is up's lock: a server must not keep holding it.
+  setsid "$@" >>"$log" 2>&1 </dev/null 9>&- &
   echo $! >"$PID_DIR/$name.pid"
 }
 
@@ -123,4 +124,23 @@ env_apt_install() {
   riskpipe_apt_install "$@" || rc=$?
   [ -n "$created" ] && rm -f "$policy"
   [ "$rc" -eq 0 ] || env_die "installing $* with apt-get failed"
+}
+
+# check_ports_free: every port of the environment is free on 127.0.0.1, or fail naming
+# the holder and the variable that moves the port.
+check_ports_free() {
+  local var port busy=()
+  for var in ETCD_PORT ETCD_PEER_PORT APISERVER_PORT KCM_PORT KAFKA_PORT KAFKA_CONTROLLER_PORT MARIADB_PORT POSTGRES_PORT; do
+    port="${!var}"
+    if tcp_open 127.0.0.1 "$port"; then
+      local holder
+      holder="$(ss -ltnpH "sport = :$port" 2>/dev/null | sed -n 's/.*users:((\(.*\))).*/\1/p' | head -n 1)"
+      busy+=("$var=$port (${holder:-unknown process})")
+    fi
+  done
+  if [ "${#busy[@]}" -gt 0 ]; then
+    env_log "ports in use by something that e2e/env/up did not start:"
+    printf '  %s\n' "${busy[@]}" >&2
+    env_die "stop those processes, or move the environment, e.g. KAFKA_PORT=29092 KAFKA_CONTROLLER_PORT=29093 e2e/env/up"
+  fi
 }

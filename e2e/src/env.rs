@@ -29,6 +29,8 @@ pub mod keys {
     pub const PODS_DIR: &str = "RISKPIPE_PODS_DIR";
     /// Folder of the environment's logs.
     pub const LOG_DIR: &str = "RISKPIPE_ENV_LOG_DIR";
+    /// Folder of `<part>.pid` files of the running parts.
+    pub const PID_DIR: &str = "RISKPIPE_ENV_PID_DIR";
 }
 
 /// Why the test environment could not be found or used.
@@ -59,6 +61,19 @@ pub enum EnvError {
         key: String,
         /// The env file.
         path: PathBuf,
+    },
+    /// A part of the environment has stopped since `e2e/env/up` wrote the file.
+    #[error(
+        "the e2e environment is not fully up: {part} (pid {pid}) is not running; \
+         see {log_dir}/{part}.log and run `e2e/env/up` again"
+    )]
+    NotRunning {
+        /// The part, e.g. `kafka`.
+        part: String,
+        /// Its recorded process id.
+        pid: String,
+        /// Folder of the parts' logs.
+        log_dir: String,
     },
     /// The kubeconfig could not be loaded.
     #[error("cannot load the kubeconfig {path} written by `e2e/env/up`")]
@@ -118,10 +133,49 @@ impl TestEnv {
                 });
             }
         };
-        Ok(Self {
+        let env = Self {
             path: path.to_owned(),
             vars: parse_env_file(&text),
-        })
+        };
+        env.check_running()?;
+        Ok(env)
+    }
+
+    /// Fails if a part whose pid `e2e/env/up` recorded is no longer running (the file
+    /// outlived the environment, e.g. after a reboot).
+    fn check_running(&self) -> Result<(), EnvError> {
+        let Some(dir) = self.vars.get(keys::PID_DIR) else {
+            return Ok(());
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Ok(());
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(part) = path.file_stem().and_then(|s| s.to_str()) else {
+                continue;
+            };
+            if path.extension().and_then(|e| e.to_str()) != Some("pid") {
+                continue;
+            }
+            let pid = std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .trim()
+                .to_owned();
+            let running = pid
+                .parse::<i32>()
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+                .is_some_and(|p| rustix::process::test_kill_process(p).is_ok());
+            if !running {
+                return Err(EnvError::NotRunning {
+                    part: part.to_owned(),
+                    pid,
+                    log_dir: self.vars.get(keys::LOG_DIR).cloned().unwrap_or_default(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The env file this was read from.
@@ -198,6 +252,28 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = TestEnv::load_from(&dir.path().join("env.sh")).unwrap_err();
         assert!(err.to_string().contains("e2e/env/up"), "{err}");
+    }
+
+    #[test]
+    fn a_stopped_part_is_reported_with_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        std::fs::create_dir(&pids).unwrap();
+        std::fs::write(pids.join("self.pid"), std::process::id().to_string()).unwrap();
+        let path = dir.path().join("env.sh");
+        let text = format!(
+            "export RISKPIPE_ENV_PID_DIR='{}'\nexport RISKPIPE_ENV_LOG_DIR='/logs'\n",
+            pids.display()
+        );
+        std::fs::write(&path, text).unwrap();
+        assert!(TestEnv::load_from(&path).is_ok());
+        // Pid 0 is never a process of ours.
+        std::fs::write(pids.join("kafka.pid"), "0").unwrap();
+        let err = TestEnv::load_from(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("kafka") && err.contains("/logs/kafka.log"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ ensure_go_binaries() {
     # kubectl supports one minor version of skew either way.
     if [ -n "$m" ] && [ "$m" -ge $((minor - 1)) ] && [ "$m" -le $((minor + 1)) ]; then
       KUBECTL="$machine_kubectl"
-    else
+    elif [ ! -x "$K8S_BIN_DIR/kubectl" ]; then
       env_log "machine's kubectl ($machine_kubectl, 1.${m:-?}) is outside 1.$((minor - 1))-1.$((minor + 1)): building kubectl $kv"
     fi
   fi

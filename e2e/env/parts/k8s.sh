@@ -62,6 +62,8 @@ generate_pki() {
   make_cert admin "/O=system:masters/CN=riskpipe-e2e-admin"
   # The controller manager's own identity, bound by the default RBAC policy.
   make_cert kube-controller-manager "/CN=system:kube-controller-manager"
+  # The aggregation layer's client (front proxy); components expect its CA published.
+  make_cert front-proxy-client "/CN=front-proxy-client"
   # Service-account token signing key pair.
   openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null
   openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null
@@ -99,6 +101,13 @@ start_apiserver() {
     --service-account-signing-key-file "$PKI/sa.key" \
     --service-cluster-ip-range "$SERVICE_CIDR" \
     --endpoint-reconciler-type none \
+    --requestheader-client-ca-file "$PKI/ca.crt" \
+    --requestheader-allowed-names front-proxy-client \
+    --requestheader-username-headers X-Remote-User \
+    --requestheader-group-headers X-Remote-Group \
+    --requestheader-extra-headers-prefix X-Remote-Extra- \
+    --proxy-client-cert-file "$PKI/front-proxy-client.crt" \
+    --proxy-client-key-file "$PKI/front-proxy-client.key" \
     --allow-privileged=true \
     --profiling=false
 }

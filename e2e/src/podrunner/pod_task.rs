@@ -500,3 +500,23 @@ fn deletion_grace(pod: &Pod) -> Duration {
         .unwrap_or(30);
     Duration::from_secs(u64::try_from(secs).unwrap_or(0))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deletion_grace_prefers_the_delete_request() {
+        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "p" },
+            "spec": { "terminationGracePeriodSeconds": 7, "containers": [] },
+        }))
+        .unwrap();
+        assert_eq!(deletion_grace(&pod), Duration::from_secs(7));
+        pod.metadata.deletion_grace_period_seconds = Some(2);
+        assert_eq!(deletion_grace(&pod), Duration::from_secs(2));
+        pod.spec = None;
+        pod.metadata.deletion_grace_period_seconds = None;
+        assert_eq!(deletion_grace(&pod), Duration::from_secs(30));
+    }
+}

@@ -163,6 +163,8 @@ async fn on_pod(
         Some(node) if node == shared.cfg.node_name => {
             if let Some(t) = tracked.get(&uid) {
                 t.pods.send_replace(Some(pod));
+            } else if is_finished(&pod) && pod.metadata.deletion_timestamp.is_none() {
+                // A Pod that ended before this runner started: like a kubelet, leave it.
             } else {
                 let (tx, rx) = watch::channel(Some(pod));
                 let handle = tokio::spawn(pod_task::run(shared.clone(), rx, stop.clone()));
@@ -171,6 +173,14 @@ async fn on_pod(
         }
         Some(_) => {}
     }
+}
+
+/// Succeeded or Failed: its containers are not run again.
+fn is_finished(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
 }
 
 /// Unscheduled, not being deleted, meant for the default scheduler, and every
@@ -217,5 +227,46 @@ async fn bind(shared: &Shared, pod: &Pod) {
             tracing::info!(pod = %format!("{ns}/{name}"), node = %shared.cfg.node_name, "bound")
         }
         Err(err) => tracing::warn!(pod = %format!("{ns}/{name}"), error = %err, "bind failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::podrunner::ImageMap;
+
+    fn pod(images: &[&str], scheduler: Option<&str>) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": { "name": "p" },
+            "spec": {
+                "schedulerName": scheduler,
+                "containers": images.iter().enumerate()
+                    .map(|(i, image)| json!({ "name": format!("c{i}"), "image": image }))
+                    .collect::<Vec<_>>(),
+            },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn binds_only_pods_made_of_riskpipe_images_for_the_default_scheduler() {
+        let cfg = RunnerConfig::new("n", ImageMap::new(vec![]), "/tmp/pods");
+        assert!(should_bind(&cfg, &pod(&["riskpipe-worker:dev"], None)));
+        assert!(should_bind(
+            &cfg,
+            &pod(
+                &["r/riskpipe-worker:1", "riskpipe-operator"],
+                Some("default-scheduler")
+            )
+        ));
+        assert!(!should_bind(
+            &cfg,
+            &pod(&["riskpipe-worker:dev", "nginx"], None)
+        ));
+        assert!(!should_bind(
+            &cfg,
+            &pod(&["riskpipe-worker:dev"], Some("other"))
+        ));
+        assert!(!should_bind(&cfg, &pod(&[], None)));
     }
 }
