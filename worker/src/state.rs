@@ -6,8 +6,10 @@
 //! [`PartitionState::flush`], together with the caller's metadata (such as the
 //! source position), so state and position always move together.
 //!
-//! Keys: `u` + user id (8 bytes, big-endian) for users, `m` + merchant id for
-//! merchants, `meta/…` for metadata. One database per partition lets a partition's
+//! Keys: `u` + user id (8 bytes, big-endian) for users; one key per merchant
+//! window entry (`M` + merchant + time + id), written and deleted as the window
+//! moves, so a busy merchant costs one small write per transaction; `meta/…` for
+//! metadata. One database per partition lets a partition's
 //! state move to another worker alone.
 
 use std::num::NonZeroUsize;
@@ -16,7 +18,7 @@ use std::path::{Path, PathBuf};
 use lru::LruCache;
 use riskpipe_engine::codec::{self, CodecError};
 use riskpipe_engine::config::WindowConfig;
-use riskpipe_engine::merchant::MerchantState;
+use riskpipe_engine::merchant::{MerchantEntry, MerchantState};
 use riskpipe_engine::store::StateStore;
 use riskpipe_engine::window::UserState;
 use rocksdb::{DB, Options, WriteBatch, WriteOptions};
@@ -81,11 +83,32 @@ fn user_key(id: i64) -> [u8; 9] {
     k
 }
 
-fn merchant_key(id: i64) -> [u8; 9] {
+fn merchant_prefix(id: i64) -> [u8; 9] {
     let mut k = [0u8; 9];
-    k[0] = b'm';
+    k[0] = b'M';
     k[1..].copy_from_slice(&id.to_be_bytes());
     k
+}
+
+/// One merchant window entry: `M` + merchant + time + id (sign-flipped, so keys
+/// sort by time), value = cents.
+fn merchant_entry_key(merchant: i64, e: &MerchantEntry) -> [u8; 25] {
+    let mut k = [0u8; 25];
+    k[..9].copy_from_slice(&merchant_prefix(merchant));
+    k[9..17].copy_from_slice(&((e.time as u64) ^ (1 << 63)).to_be_bytes());
+    k[17..].copy_from_slice(&((e.id as u64) ^ (1 << 63)).to_be_bytes());
+    k
+}
+
+fn merchant_entry_from(key: &[u8], value: &[u8]) -> Option<MerchantEntry> {
+    let time = u64::from_be_bytes(key.get(9..17)?.try_into().ok()?) ^ (1 << 63);
+    let id = u64::from_be_bytes(key.get(17..25)?.try_into().ok()?) ^ (1 << 63);
+    let cents = i64::from_le_bytes(value.try_into().ok()?);
+    Some(MerchantEntry {
+        time: time as i64,
+        id: id as i64,
+        cents,
+    })
 }
 
 fn meta_key(name: &str) -> Vec<u8> {
@@ -160,9 +183,14 @@ impl PartitionState {
                 && c.dirty
             {
                 c.dirty = false;
-                self.scratch.clear();
-                codec::encode_merchant(&c.value, &mut self.scratch);
-                self.batch.put(merchant_key(id), &self.scratch);
+                let journal = c.value.take_journal();
+                for e in &journal.added {
+                    self.batch
+                        .put(merchant_entry_key(id, e), e.cents.to_le_bytes());
+                }
+                for e in &journal.removed {
+                    self.batch.delete(merchant_entry_key(id, e));
+                }
                 self.stats.writes += 1;
             }
         }
@@ -236,12 +264,53 @@ impl PartitionState {
         }
     }
 
-    fn spill_merchant(&mut self, id: i64, c: Cached<MerchantState>) {
+    fn spill_merchant(&mut self, id: i64, mut c: Cached<MerchantState>) {
         if c.dirty {
-            self.scratch.clear();
-            codec::encode_merchant(&c.value, &mut self.scratch);
-            self.batch.put(merchant_key(id), &self.scratch);
+            let journal = c.value.take_journal();
+            for e in &journal.added {
+                self.batch
+                    .put(merchant_entry_key(id, e), e.cents.to_le_bytes());
+            }
+            for e in &journal.removed {
+                self.batch.delete(merchant_entry_key(id, e));
+            }
         }
+    }
+
+    fn load_merchant(
+        &mut self,
+        merchant_id: i64,
+        cfg: &WindowConfig,
+    ) -> Result<MerchantState, StateError> {
+        let prefix = merchant_prefix(merchant_id);
+        let mut entries = Vec::new();
+        for item in self.db.iterator(rocksdb::IteratorMode::From(
+            &prefix,
+            rocksdb::Direction::Forward,
+        )) {
+            let (key, value) = item.map_err(|e| self.rocks(e))?;
+            if !key.starts_with(&prefix) {
+                break;
+            }
+            let entry = merchant_entry_from(&key, &value).ok_or_else(|| StateError::Codec {
+                path: self.path.clone(),
+                key: key.to_vec(),
+                source: CodecError::Corrupt,
+            })?;
+            entries.push(entry);
+        }
+        let stored = entries.clone();
+        let mut state = MerchantState::from_entries(
+            entries,
+            cfg.merchant_feature_ms,
+            cfg.merchant_feature_ms + cfg.allowed_lateness_ms,
+        );
+        // Entries already past the retention when loaded are deleted too.
+        for e in &stored[..stored.len() - state.entries().len()] {
+            self.batch.delete(merchant_entry_key(merchant_id, e));
+        }
+        state.enable_journal();
+        Ok(state)
     }
 }
 
@@ -294,17 +363,7 @@ impl StateStore for PartitionState {
             self.stats.hits += 1;
         } else {
             self.stats.misses += 1;
-            let key = merchant_key(merchant_id);
-            let value = match self.db.get_pinned(key).map_err(|e| self.rocks(e))? {
-                Some(bytes) => {
-                    codec::decode_merchant(&bytes, cfg).map_err(|source| StateError::Codec {
-                        path: self.path.clone(),
-                        key: key.to_vec(),
-                        source,
-                    })?
-                }
-                None => MerchantState::default(),
-            };
+            let value = self.load_merchant(merchant_id, cfg)?;
             if self.merchants.len() == self.merchants.cap().get()
                 && let Some((id, old)) = self.merchants.pop_lru()
             {

@@ -24,6 +24,15 @@ use serde_json::Value;
 
 const PARTITIONS: i32 = 8;
 
+/// These tests each run several workers on a two-core machine: one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn bootstrap() -> String {
     let env = riskpipe_e2e::env::TestEnv::load().unwrap_or_else(|e| panic!("{e}"));
     env.get("KAFKA_BOOTSTRAP")
@@ -330,6 +339,7 @@ fn assert_exactly_once_and_equal(out: &[(String, Value)], reference: &HashMap<St
 
 #[test]
 fn round_trip_with_dead_letters() {
+    let _serial = serial();
     let bootstrap = bootstrap();
     let (input, decisions, dead) = (unique("tx"), unique("decisions"), unique("dead"));
     create_topics(&bootstrap, &[&input, &decisions, &dead]);
@@ -397,6 +407,7 @@ fn round_trip_with_dead_letters() {
 
 #[test]
 fn kill_nine_ten_times_loses_and_duplicates_nothing() {
+    let _serial = serial();
     let bootstrap = bootstrap();
     let (input, decisions, dead) = (unique("tx"), unique("decisions"), unique("dead"));
     create_topics(&bootstrap, &[&input, &decisions, &dead]);
@@ -437,6 +448,7 @@ fn kill_nine_ten_times_loses_and_duplicates_nothing() {
 
 #[test]
 fn rescale_two_three_one_through_checkpoints() {
+    let _serial = serial();
     let bootstrap = bootstrap();
     let (input, decisions, dead) = (unique("tx"), unique("decisions"), unique("dead"));
     create_topics(&bootstrap, &[&input, &decisions, &dead]);
@@ -523,6 +535,7 @@ fn produce_more(bootstrap: &str, topic: &str, round: u64) {
 
 #[test]
 fn savepoint_wipe_restore_continue() {
+    let _serial = serial();
     let bootstrap = bootstrap();
     let (input, decisions, dead) = (unique("tx"), unique("decisions"), unique("dead"));
     create_topics(&bootstrap, &[&input, &decisions, &dead]);

@@ -24,6 +24,18 @@ pub struct MerchantState {
     entries: VecDeque<MerchantEntry>,
     head: usize,
     agg: SumAgg,
+    journal: Option<Journal>,
+}
+
+/// Entries added and dropped since the journal was last taken, so a store can
+/// persist a busy merchant's window with one small write per transaction instead
+/// of rewriting the whole window.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Journal {
+    /// Entries inserted.
+    pub added: Vec<MerchantEntry>,
+    /// Entries dropped (past the retention).
+    pub removed: Vec<MerchantEntry>,
 }
 
 impl MerchantState {
@@ -47,6 +59,19 @@ impl MerchantState {
         self.entries.iter()
     }
 
+    /// Starts recording added and dropped entries (see [`Journal`]).
+    pub fn enable_journal(&mut self) {
+        self.journal.get_or_insert_with(Journal::default);
+    }
+
+    /// The changes since the last call (empty without a journal).
+    pub fn take_journal(&mut self) -> Journal {
+        self.journal
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
     fn slide(&mut self, window_ms: i64, retention_ms: i64) {
         let Some(frontier) = self.entries.back().map(|e| e.time) else {
             return;
@@ -60,7 +85,9 @@ impl MerchantState {
         }
         let oldest_kept = frontier.saturating_sub(retention_ms);
         while self.head > 0 && self.entries.front().is_some_and(|e| e.time < oldest_kept) {
-            self.entries.pop_front();
+            if let (Some(e), Some(j)) = (self.entries.pop_front(), self.journal.as_mut()) {
+                j.removed.push(e);
+            }
             self.head -= 1;
         }
     }
@@ -77,6 +104,9 @@ impl MerchantState {
             _ => self.entries.len(),
         };
         self.entries.insert(pos, e);
+        if let Some(j) = self.journal.as_mut() {
+            j.added.push(e);
+        }
         if e.time >= frontier.saturating_sub(window_ms) {
             self.agg.add(e.cents);
         } else {
