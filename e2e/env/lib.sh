@@ -34,6 +34,8 @@ kafka_version() { sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$E2
 : "${MARIADB_PORT:=13306}"
 : "${POSTGRES_PORT:=15432}"
 : "${PODRUNNER_NODE:=riskpipe-e2e-node}"
+# Pods get <prefix>.2-254; the node is <prefix>.1. Two environments need two prefixes.
+: "${PODRUNNER_IP_PREFIX:=127.0.1}"
 # Services get virtual addresses that nothing routes to (no kube-proxy here).
 : "${SERVICE_CIDR:=10.0.0.0/24}"
 : "${SERVICE_APISERVER_IP:=10.0.0.1}"

@@ -25,6 +25,8 @@ pub mod keys {
     pub const HELM: &str = "RISKPIPE_HELM";
     /// Name of the Node that the pod runner registered.
     pub const NODE_NAME: &str = "RISKPIPE_NODE_NAME";
+    /// First three octets of Pod addresses (`127.0.1` unless moved).
+    pub const POD_IP_PREFIX: &str = "RISKPIPE_POD_IP_PREFIX";
     /// Folder where the pod runner keeps each Pod's logs and volumes.
     pub const PODS_DIR: &str = "RISKPIPE_PODS_DIR";
     /// Folder of the environment's logs.

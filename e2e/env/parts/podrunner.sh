@@ -9,6 +9,7 @@ start_podrunner() {
     --node-name "$PODRUNNER_NODE" \
     --pods-dir "$RUN_DIR/pods" \
     --bin-dir "$PODRUNNER_BIN_DIR" \
+    --ip-prefix "$PODRUNNER_IP_PREFIX" \
     --pod-env "KUBECONFIG=$ADMIN_KUBECONFIG"
 }
 
