@@ -51,7 +51,10 @@ impl Election {
             .with_identity(&cfg.identity)
             .with_duration(cfg.duration.as_secs())
             .with_grace(cfg.grace.as_secs())
-            .with_field_manager(crate::names::FIELD_MANAGER)
+            // One field manager per replica: the Lease's conflict detection is
+            // server-side apply's, and a shared manager would let every replica
+            // overwrite the holder (two leaders; caught by the e2e test).
+            .with_field_manager(format!("{}-{}", crate::names::FIELD_MANAGER, cfg.identity))
             .build()
             .await
             .map_err(|source| LeaseError {

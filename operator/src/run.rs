@@ -105,7 +105,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
 
-    let mut election = if opts.leader_election {
+    let election = if opts.leader_election {
         let cfg = LeaseConfig {
             name: opts.lease_name.clone(),
             namespace: opts.lease_namespace.clone(),
@@ -127,15 +127,23 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     metrics.set_leader(true);
 
     let stop = shutdown.child_token();
-    if let Some(e) = election.as_mut() {
+    let lost_lease = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let monitor = election.as_ref().map(|e| {
         let mut rx = e.is_leader.clone();
-        let stop = stop.clone();
+        let (stop, lost_lease) = (stop.clone(), lost_lease.clone());
+        // Ends with the controllers, dropping its receiver: the election task stops
+        // (and releases the Lease) only once every receiver is gone.
         tokio::spawn(async move {
-            let _ = rx.wait_for(|l| !*l).await;
-            tracing::error!("lost the leader Lease; stopping");
-            stop.cancel();
-        });
-    }
+            tokio::select! {
+                _ = rx.wait_for(|l| !*l) => {
+                    tracing::error!("lost the leader Lease; stopping");
+                    lost_lease.store(true, std::sync::atomic::Ordering::SeqCst);
+                    stop.cancel();
+                }
+                () = stop.cancelled() => {}
+            }
+        })
+    });
     let ctx = Arc::new(Context {
         client: client.clone(),
         applier: Applier::new(client.clone()),
@@ -160,7 +168,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .into_iter()
         .map(|ns| controller(client.clone(), ns, &opts, ctx.clone(), stop.clone()));
     futures::future::join_all(controllers).await;
+    // The controllers end on shutdown or on a lost lease; either way stop the rest.
+    stop.cancel();
     metrics.set_leader(false);
+    if let Some(monitor) = monitor {
+        monitor.await.context("lease monitor task")?;
+    }
     if let Some(e) = election {
         e.release().await;
     }
@@ -169,9 +182,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .await
         .context("metrics server task")?
         .context("metrics server")?;
-    let lost = !stop.is_cancelled() || !shutdown.is_cancelled();
-    if lost {
-        anyhow::bail!("stopped without a shutdown signal");
+    if lost_lease.load(std::sync::atomic::Ordering::SeqCst) {
+        // A non-zero exit: Kubernetes restarts the replica as a follower.
+        anyhow::bail!("lost the leader Lease");
     }
     tracing::info!("stopped");
     Ok(())

@@ -77,6 +77,15 @@ fn needs_savepoint(mode: UpgradeMode, rescale: bool) -> bool {
     }
 }
 
+/// State once a rollout to `target` workers is done.
+fn settled_state(target: i32) -> PipelineState {
+    if target == 0 {
+        PipelineState::Suspended
+    } else {
+        PipelineState::Running
+    }
+}
+
 /// Workers wanted at the end: the parallelism, or none while suspended.
 pub fn target_replicas(obs: &Observed<'_>) -> i32 {
     match obs.spec.job.state {
@@ -322,7 +331,7 @@ fn advance(obs: &Observed<'_>, w: &Workload, r: &RolloutStatus) -> Step {
                     );
                     return apply(r, target, vec![note], PipelineState::Upgrading);
                 }
-                let mut step = steady(target, PipelineState::Running);
+                let mut step = steady(target, settled_state(target));
                 step.notes.push(Note::normal(
                     "RolloutCompleted",
                     format!("{target} worker(s) run the new configuration ({})", r.cause),
@@ -333,7 +342,7 @@ fn advance(obs: &Observed<'_>, w: &Workload, r: &RolloutStatus) -> Step {
         }
         RolloutPhase::Finalizing => {
             if w.settled_at(&r.target_hash, obs.spec.parallelism, target, None) {
-                let mut step = steady(target, PipelineState::Running);
+                let mut step = steady(target, settled_state(target));
                 step.notes.push(Note::normal(
                     "RolloutCompleted",
                     format!("{target} worker(s) run the new configuration ({})", r.cause),

@@ -1,0 +1,520 @@
+//! The operator end to end on the real control plane of `e2e/env/up`: `helm install`
+//! of the chart, then the operator binary of this build run as a local process (the
+//! pod runner runs only binaries from its own build folder), against real Kafka.
+//! Each test works in a fresh namespace. Without the environment every test fails,
+//! naming `e2e/env/up`.
+//!
+//! Not covered here yet (needs the worker's Kafka mode in the pod runner's binary
+//! folder): decisions flowing, savepoint upgrades with real workers, kill/catch-up.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+
+use k8s_openapi::api::{apps::v1::StatefulSet, coordination::v1::Lease};
+use kube::{Api, Client};
+use rdkafka::{
+    ClientConfig,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+};
+use riskpipe_crds::RiskPipeline;
+use riskpipe_e2e::{
+    env::{TestEnv, keys},
+    wait::wait_for,
+};
+
+const DEADLINE: Duration = Duration::from_secs(90);
+const POLL: Duration = Duration::from_millis(300);
+
+fn env() -> TestEnv {
+    TestEnv::load().unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{prefix}-{}", nanos % 1_000_000_000)
+}
+
+fn tool(env: &TestEnv, key: &str, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+    let mut cmd = Command::new(env.get(key).unwrap());
+    let home = std::env::temp_dir().join("riskpipe-operator-e2e-helm");
+    cmd.args(args)
+        .env("KUBECONFIG", env.get(keys::KUBECONFIG).unwrap())
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .current_dir(root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(text) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A namespace with the chart installed in it (CRD, namespaced RBAC, no operator Pod).
+fn install(env: &TestEnv, prefix: &str) -> String {
+    let ns = unique(prefix);
+    tool(
+        env,
+        keys::HELM,
+        &[
+            "install",
+            "riskpipe",
+            "charts/riskpipe",
+            "--namespace",
+            &ns,
+            "--create-namespace",
+            "--set",
+            "replicaCount=0",
+            "--set",
+            &format!("watchNamespaces={{{ns}}}"),
+        ],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("helm install: {e}"));
+    ns
+}
+
+/// The operator binary of this build, run locally; killed when dropped.
+struct Operator {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Operator {
+    fn start(env: &TestEnv, ns: &str, identity: &str) -> Self {
+        let log = std::env::temp_dir().join(format!("{ns}-{identity}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_riskpipe-operator"))
+            .args([
+                "--namespaces",
+                ns,
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--lease-name",
+                "riskpipe",
+            ])
+            .args(["--lease-duration-seconds", "6"])
+            .env("KUBECONFIG", env.get(keys::KUBECONFIG).unwrap())
+            .env("POD_NAMESPACE", ns)
+            .env("POD_NAME", identity)
+            .env("RUST_LOG", "info,riskpipe_operator=debug")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Self { child, log }
+    }
+
+    fn terminate(&mut self) {
+        let pid = rustix::process::Pid::from_raw(i32::try_from(self.child.id()).unwrap()).unwrap();
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .rev()
+            .take(30)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn create_topic(env: &TestEnv, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", env.get(keys::KAFKA_BOOTSTRAP).unwrap())
+        .create()
+        .unwrap();
+    let results = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .unwrap();
+    results.into_iter().for_each(|r| {
+        r.unwrap();
+    });
+}
+
+fn manifest(env: &TestEnv, name: &str, topic: &str, parallelism: i32, extra: &str) -> String {
+    format!(
+        "apiVersion: riskpipe.io/v1alpha1\nkind: RiskPipeline\nmetadata:\n  name: {name}\nspec:\n  parallelism: {parallelism}\n  \
+         image: riskpipe-worker:e2e\n  job:\n    upgradeMode: stateless\n  source:\n    kafka:\n      bootstrapServers: {}\n      topic: {topic}\n{extra}",
+        env.get(keys::KAFKA_BOOTSTRAP).unwrap()
+    )
+}
+
+fn condition(rp: &RiskPipeline, type_: &str) -> Option<(String, String, String)> {
+    let c = rp
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+async fn wait_pipeline(
+    api: &Api<RiskPipeline>,
+    name: &str,
+    what: &str,
+    op: &Operator,
+    ok: impl Fn(&RiskPipeline) -> bool,
+) -> RiskPipeline {
+    wait_for(what, DEADLINE, POLL, || async {
+        let rp = api.get(name).await?;
+        Ok(ok(&rp).then_some(rp))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\noperator log:\n{}", op.log_tail()))
+}
+
+async fn client(env: &TestEnv) -> Client {
+    env.kube_client().await.unwrap()
+}
+
+#[tokio::test]
+async fn applied_pipeline_gets_its_objects_status_and_rolls_on_change() {
+    let env = env();
+    let ns = install(&env, "op-apply");
+    let topic = unique("tx");
+    create_topic(&env, &topic, 4).await;
+    let op = Operator::start(&env, &ns, "op-a");
+    tool(
+        &env,
+        keys::KUBECTL,
+        &["apply", "-n", &ns, "-f", "-"],
+        Some(&manifest(&env, "payments", &topic, 2, "")),
+    )
+    .unwrap();
+
+    let c = client(&env).await;
+    let api: Api<RiskPipeline> = Api::namespaced(c.clone(), &ns);
+    let rp = wait_pipeline(&api, "payments", "status for generation 1", &op, |rp| {
+        rp.status.as_ref().and_then(|s| s.observed_generation) == Some(1)
+    })
+    .await;
+    let status = rp.status.clone().unwrap();
+    assert_eq!(
+        status.selector.as_deref(),
+        Some("app.kubernetes.io/component=worker,riskpipe.io/pipeline=payments")
+    );
+    assert_eq!(
+        status.partitions,
+        Some(4),
+        "partition count read from Kafka"
+    );
+    for t in ["Ready", "Progressing", "Degraded"] {
+        assert!(condition(&rp, t).is_some(), "{t} missing: {status:?}");
+    }
+    let sts_api: Api<StatefulSet> = Api::namespaced(c.clone(), &ns);
+    let sts = sts_api.get("payments").await.unwrap();
+    assert_eq!(sts.spec.replicas, Some(2));
+    assert_eq!(
+        sts.metadata.owner_references.as_ref().unwrap()[0].kind,
+        "RiskPipeline"
+    );
+    let hash_of = |s: &StatefulSet| {
+        s.spec
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()["riskpipe.io/config-hash"]
+            .clone()
+    };
+    let before = hash_of(&sts);
+    for kind in [
+        "configmap/payments-config",
+        "service/payments-workers",
+        "pdb/payments",
+        "serviceaccount/payments-worker",
+    ] {
+        tool(&env, keys::KUBECTL, &["get", "-n", &ns, kind], None)
+            .unwrap_or_else(|e| panic!("{kind}: {e}"));
+    }
+    let events = tool(
+        &env,
+        keys::KUBECTL,
+        &[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ],
+        None,
+    )
+    .unwrap();
+    assert!(events.contains("Created"), "events: {events}");
+    let columns = tool(
+        &env,
+        keys::KUBECTL,
+        &["get", "riskpipelines", "-n", &ns],
+        None,
+    )
+    .unwrap();
+    assert!(
+        columns.contains("PARALLELISM") && columns.contains("CONDITION"),
+        "{columns}"
+    );
+
+    // A threshold change rolls the workers: a new hash in the Pod template.
+    let patch = r#"{"spec":{"rules":{"decision":{"reviewScore":65}}}}"#;
+    tool(
+        &env,
+        keys::KUBECTL,
+        &[
+            "patch",
+            "riskpipeline",
+            "payments",
+            "-n",
+            &ns,
+            "--type",
+            "merge",
+            "-p",
+            patch,
+        ],
+        None,
+    )
+    .unwrap();
+    wait_for("a new config hash", DEADLINE, POLL, || async {
+        let s = sts_api.get("payments").await?;
+        Ok((hash_of(&s) != before).then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", op.log_tail()));
+    // The status names the cause (written in the same reconcile, after the apply).
+    wait_pipeline(
+        &api,
+        "payments",
+        "a rollout whose cause names the rules",
+        &op,
+        |rp| {
+            rp.status
+                .as_ref()
+                .and_then(|s| s.rollout.as_ref())
+                .is_some_and(|r| r.cause.contains("rules"))
+        },
+    )
+    .await;
+
+    // Suspend stops every worker.
+    let suspend = r#"{"spec":{"job":{"state":"suspended"}}}"#;
+    tool(
+        &env,
+        keys::KUBECTL,
+        &[
+            "patch",
+            "riskpipeline",
+            "payments",
+            "-n",
+            &ns,
+            "--type",
+            "merge",
+            "-p",
+            suspend,
+        ],
+        None,
+    )
+    .unwrap();
+    wait_pipeline(&api, "payments", "Suspended", &op, |rp| {
+        rp.status.as_ref().and_then(|s| s.state) == Some(riskpipe_crds::PipelineState::Suspended)
+    })
+    .await;
+    assert_eq!(
+        sts_api.get("payments").await.unwrap().spec.replicas,
+        Some(0)
+    );
+    let _ = tool(
+        &env,
+        keys::KUBECTL,
+        &["delete", "namespace", &ns, "--wait=false"],
+        None,
+    );
+}
+
+#[tokio::test]
+async fn invalid_manifests_are_refused_or_marked_with_what_to_fix() {
+    let env = env();
+    let ns = install(&env, "op-invalid");
+    for (file, says) in [
+        ("threshold-order", "reviewScore"),
+        ("min-above-max", "minReplicas"),
+        ("unknown-field", "paralellism"),
+    ] {
+        let err = tool(
+            &env,
+            keys::KUBECTL,
+            &[
+                "apply",
+                "-n",
+                &ns,
+                "-f",
+                &format!("deploy/examples/invalid/{file}.yaml"),
+            ],
+            None,
+        )
+        .expect_err(&format!("{file} must be refused by the apiserver"));
+        assert!(err.contains(says), "{file}: {err}");
+    }
+    // What the apiserver cannot know: the topic has fewer partitions than workers.
+    let topic = unique("tx");
+    create_topic(&env, &topic, 1).await;
+    let op = Operator::start(&env, &ns, "op-b");
+    tool(
+        &env,
+        keys::KUBECTL,
+        &["apply", "-n", &ns, "-f", "-"],
+        Some(&manifest(&env, "narrow", &topic, 3, "")),
+    )
+    .unwrap();
+    let api: Api<RiskPipeline> = Api::namespaced(client(&env).await, &ns);
+    let rp = wait_pipeline(&api, "narrow", "Ready=False InvalidSpec", &op, |rp| {
+        condition(rp, "Ready").is_some_and(|c| c.1 == "InvalidSpec")
+    })
+    .await;
+    let (_, _, message) = condition(&rp, "Ready").unwrap();
+    assert!(
+        message.contains("spec.parallelism") && message.contains("1 partition(s)"),
+        "{message}"
+    );
+    let sts: Api<StatefulSet> = Api::namespaced(client(&env).await, &ns);
+    assert!(
+        sts.get_opt("narrow").await.unwrap().is_none(),
+        "nothing is deployed from an invalid spec"
+    );
+    // Fixing it is enough: no restart, no retry loop needed.
+    tool(
+        &env,
+        keys::KUBECTL,
+        &[
+            "patch",
+            "riskpipeline",
+            "narrow",
+            "-n",
+            &ns,
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"parallelism":1}}"#,
+        ],
+        None,
+    )
+    .unwrap();
+    wait_pipeline(&api, "narrow", "the fixed spec to be accepted", &op, |rp| {
+        condition(rp, "Ready").is_some_and(|c| c.1 != "InvalidSpec")
+            && rp.status.as_ref().and_then(|s| s.observed_generation) == rp.metadata.generation
+    })
+    .await;
+    let _ = tool(
+        &env,
+        keys::KUBECTL,
+        &["delete", "namespace", &ns, "--wait=false"],
+        None,
+    );
+}
+
+#[tokio::test]
+async fn one_operator_leads_and_a_follower_takes_over() {
+    let env = env();
+    let ns = install(&env, "op-lease");
+    let mut ops = [
+        Operator::start(&env, &ns, "op-a"),
+        Operator::start(&env, &ns, "op-b"),
+    ];
+    let leases: Api<Lease> = Api::namespaced(client(&env).await, &ns);
+    let holder = |leases: Api<Lease>| async move {
+        let l = leases.get_opt("riskpipe").await?;
+        Ok(l.and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+            .filter(|h| !h.is_empty()))
+    };
+    let first = wait_for("a leader", DEADLINE, POLL, || holder(leases.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}\n{}", ops[0].log_tail(), ops[1].log_tail()));
+    let (leader, follower) = if first == "op-a" { (0, 1) } else { (1, 0) };
+    let follower_name = if follower == 0 { "op-a" } else { "op-b" };
+    // Wait until the leader has said so, then check that the follower never did.
+    wait_for("the leader to start reconciling", DEADLINE, POLL, || {
+        let log = ops[leader].log_tail();
+        async move { Ok(log.contains("\"leading\"").then_some(())) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", ops[leader].log_tail()));
+    assert!(
+        !ops[follower].log_tail().contains("\"leading\""),
+        "{}",
+        ops[follower].log_tail()
+    );
+    ops[leader].terminate();
+    let status = ops[leader].child.wait().unwrap();
+    assert!(
+        status.success(),
+        "SIGTERM is a graceful, successful stop: {status}\n{}",
+        ops[leader].log_tail()
+    );
+    // Released on shutdown (no holder left), and the follower takes over.
+    let after = holder(leases.clone()).await.unwrap();
+    assert!(
+        after.is_none() || after.as_deref() == Some(follower_name),
+        "not released: {after:?}"
+    );
+    let next = wait_for(
+        "the follower to lead",
+        Duration::from_secs(30),
+        POLL,
+        || {
+            let leases = leases.clone();
+            async move { Ok(holder(leases).await?.filter(|h| h == follower_name)) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", ops[follower].log_tail()));
+    assert_eq!(next, follower_name);
+    let _ = tool(
+        &env,
+        keys::KUBECTL,
+        &["delete", "namespace", &ns, "--wait=false"],
+        None,
+    );
+}
