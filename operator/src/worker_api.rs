@@ -55,8 +55,8 @@ pub enum WorkerError {
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerCheckpoint {
-    /// Checkpoint number.
-    pub id: i64,
+    /// Checkpoint id: a number, or a folder name such as `chk-000012`.
+    pub id: CheckpointId,
     /// Where it is.
     pub path: String,
     /// When it completed (epoch ms).
@@ -67,6 +67,29 @@ pub struct WorkerCheckpoint {
     /// Its size.
     #[serde(default)]
     pub size_bytes: Option<i64>,
+}
+
+/// A checkpoint id as a worker reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum CheckpointId {
+    /// A number.
+    Number(i64),
+    /// A folder name.
+    Text(String),
+}
+
+impl CheckpointId {
+    /// The number: itself, or the digits a folder name ends with.
+    pub fn number(&self) -> Option<i64> {
+        match self {
+            Self::Number(n) => Some(*n),
+            Self::Text(t) => {
+                let digits: String = t.chars().rev().take_while(char::is_ascii_digit).collect();
+                digits.chars().rev().collect::<String>().parse().ok()
+            }
+        }
+    }
 }
 
 /// `GET /status`.
@@ -248,4 +271,94 @@ pub fn pod_addr(meta: &ObjectMeta, pod_ip: Option<&str>) -> Option<(i32, SocketA
     let ip = pod_ip?.parse().ok()?;
     let port = u16::try_from(crate::names::HTTP_PORT).ok()?;
     Some((ordinal, SocketAddr::new(ip, port)))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::{
+        Json, Router,
+        extract::Path,
+        http::StatusCode,
+        routing::{get, post},
+    };
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    /// A stand-in for the worker's HTTP endpoint, answering as the contract says.
+    async fn fake_worker() -> SocketAddr {
+        let app = Router::new()
+            .route(
+                "/status",
+                get(|| async {
+                    Json(json!({"pipeline":"p","ordinal":1,"replicas":2,"ownedPartitions":[1,3],
+                        "recordsPerSecond":5.0,"busyRatio":0.1,"lagRecords":7,"lagSeconds":1.4,"errorRate":0.0,
+                        "lastCheckpoint":null,"state":"running"}))
+                }),
+            )
+            .route(
+                "/savepoints",
+                post(|Json(body): Json<Value>| async move {
+                    let path = body["path"].as_str().unwrap_or("missing").to_owned();
+                    (StatusCode::ACCEPTED, Json(json!({"id":"sp-1","path":path})))
+                }),
+            )
+            .route(
+                "/savepoints/{id}",
+                get(|Path(id): Path<String>| async move {
+                    if id == "sp-1" {
+                        Json(json!({"id":id,"state":"completed","path":"/sp","error":null})).into_response()
+                    } else {
+                        (StatusCode::NOT_FOUND, "no savepoint").into_response()
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    }
+
+    use axum::response::IntoResponse;
+
+    #[tokio::test]
+    async fn http_client_speaks_the_worker_contract() {
+        let addr = fake_worker().await;
+        let api = HttpWorkers::default();
+        let status = api.status(addr).await.unwrap();
+        assert_eq!(
+            (
+                status.ordinal,
+                status.owned_partitions.clone(),
+                status.lag_records
+            ),
+            (1, vec![1, 3], 7)
+        );
+        let ack = api
+            .trigger_savepoint(addr, "/sp/payments/savepoint-1")
+            .await
+            .unwrap();
+        assert_eq!(
+            (ack.id.as_str(), ack.path.as_deref()),
+            ("sp-1", Some("/sp/payments/savepoint-1"))
+        );
+        assert_eq!(
+            api.savepoint(addr, "sp-1").await.unwrap().state,
+            "completed"
+        );
+        let lost = api.savepoint(addr, "sp-9").await.unwrap_err();
+        assert!(
+            matches!(lost, WorkerError::Status { status: 404, .. }),
+            "{lost}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_absent_worker_is_unreachable_not_a_hang() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let err = HttpWorkers::default().status(addr).await.unwrap_err();
+        assert!(matches!(err, WorkerError::Unreachable { .. }), "{err}");
+    }
 }

@@ -62,18 +62,19 @@ pub fn aggregate(workers: &[WorkerStatus], now: Timestamp) -> Option<ObservedMet
     })
 }
 
-/// The checkpoint every worker has completed: the one with the lowest id.
+/// The checkpoint every worker has completed: the oldest of the workers' latest
+/// ones (none until every worker reports one).
 pub fn common_checkpoint(workers: &[WorkerStatus]) -> Option<CheckpointStatus> {
-    let mut lowest = None;
+    let mut oldest: Option<&crate::worker_api::WorkerCheckpoint> = None;
     for w in workers {
         let c = w.last_checkpoint.as_ref()?;
-        if lowest.is_none_or(|l: &crate::worker_api::WorkerCheckpoint| c.id < l.id) {
-            lowest = Some(c);
+        if oldest.is_none_or(|o| c.timestamp_ms < o.timestamp_ms) {
+            oldest = Some(c);
         }
     }
-    let c = lowest?;
+    let c = oldest?;
     Some(CheckpointStatus {
-        id: c.id,
+        id: c.id.number().unwrap_or(c.timestamp_ms),
         path: c.path.clone(),
         completed_at: Time(Timestamp::from_millisecond(c.timestamp_ms).ok()?),
         duration_ms: c.duration_ms,
