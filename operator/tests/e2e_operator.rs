@@ -338,6 +338,35 @@ async fn applied_pipeline_gets_its_objects_status_and_rolls_on_change() {
     )
     .await;
 
+    // The scale subresource (what HPA and KEDA use) changes the parallelism.
+    tool(
+        &env,
+        keys::KUBECTL,
+        &[
+            "scale",
+            "riskpipeline",
+            "payments",
+            "-n",
+            &ns,
+            "--replicas=3",
+        ],
+        None,
+    )
+    .unwrap();
+    wait_for("3 workers after kubectl scale", DEADLINE, POLL, || async {
+        let s = sts_api.get("payments").await?;
+        let args = s
+            .spec
+            .template
+            .spec
+            .as_ref()
+            .map(|p| p.containers[0].args.clone().unwrap_or_default())
+            .unwrap_or_default();
+        Ok((s.spec.replicas == Some(3) && args.join(" ").contains("--replicas 3")).then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", op.log_tail()));
+
     // Suspend stops every worker.
     let suspend = r#"{"spec":{"job":{"state":"suspended"}}}"#;
     tool(
@@ -365,6 +394,34 @@ async fn applied_pipeline_gets_its_objects_status_and_rolls_on_change() {
         sts_api.get("payments").await.unwrap().spec.replicas,
         Some(0)
     );
+
+    // Deleting the pipeline passes the finalizer and takes what it owns with it.
+    tool(
+        &env,
+        keys::KUBECTL,
+        &[
+            "delete",
+            "riskpipeline",
+            "payments",
+            "-n",
+            &ns,
+            "--wait=false",
+        ],
+        None,
+    )
+    .unwrap();
+    wait_for(
+        "the pipeline and its StatefulSet to go",
+        DEADLINE,
+        POLL,
+        || async {
+            let gone = api.get_opt("payments").await?.is_none()
+                && sts_api.get_opt("payments").await?.is_none();
+            Ok(gone.then_some(()))
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", op.log_tail()));
     let _ = tool(
         &env,
         keys::KUBECTL,

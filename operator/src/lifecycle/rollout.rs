@@ -198,7 +198,13 @@ fn begin(obs: &Observed<'_>, w: &Workload) -> Step {
 /// One step of the rollout `r` under way.
 fn advance(obs: &Observed<'_>, w: &Workload, r: &RolloutStatus) -> Step {
     let target = target_replicas(obs);
-    // Later edits join the rollout under way: always roll towards the current spec.
+    if matches!(r.phase, RolloutPhase::Starting | RolloutPhase::Finalizing)
+        && r.target_replicas != target
+    {
+        // Partitions would move while new workers start: begin again from what runs.
+        return begin(obs, w);
+    }
+    // Other edits join the rollout under way: always roll towards the current spec.
     let mut r = r.clone();
     r.target_hash = obs.desired_hash.to_owned();
     r.target_replicas = target;

@@ -436,3 +436,24 @@ fn backoff_doubles_and_is_capped() {
     assert_eq!(savepoints::backoff(2), savepoints::FIRST_BACKOFF * 2);
     assert_eq!(savepoints::backoff(30), savepoints::MAX_BACKOFF);
 }
+
+#[test]
+fn a_rescale_while_new_workers_start_begins_again_safely() {
+    let mut sim = Sim::new(spec(2, UpgradeMode::LastState), running(OLD, 2));
+    sim.hash = NEW;
+    sim.reconcile();
+    assert_eq!(sim.phase(), Some(RolloutPhase::Starting));
+    // The workers are not ready yet when the parallelism changes.
+    sim.workload.as_mut().unwrap().ready_replicas = 0;
+    sim.spec.parallelism = 3;
+    let d = sim.reconcile();
+    assert_eq!(
+        sim.phase(),
+        Some(RolloutPhase::Savepointing),
+        "partitions move: through a savepoint"
+    );
+    assert_eq!(
+        d.plan, None,
+        "no worker starts with the new assignment beside the old ones"
+    );
+}
