@@ -99,6 +99,24 @@ fn install(env: &TestEnv, prefix: &str) -> String {
     ns
 }
 
+/// A copy of the admin kubeconfig that impersonates the chart's operator
+/// ServiceAccount in `ns`, so the operator runs with exactly the chart's RBAC.
+fn impersonating_kubeconfig(env: &TestEnv, ns: &str) -> PathBuf {
+    let text = std::fs::read_to_string(env.get(keys::KUBECONFIG).unwrap()).unwrap();
+    let mut config: serde_json::Value = yaml_serde::from_str(&text).unwrap();
+    for user in config["users"].as_array_mut().unwrap() {
+        user["user"]["as"] = format!("system:serviceaccount:{ns}:riskpipe").into();
+        user["user"]["as-groups"] = serde_json::json!([
+            "system:serviceaccounts",
+            format!("system:serviceaccounts:{ns}"),
+            "system:authenticated"
+        ]);
+    }
+    let path = std::env::temp_dir().join(format!("{ns}-operator.kubeconfig"));
+    std::fs::write(&path, yaml_serde::to_string(&config).unwrap()).unwrap();
+    path
+}
+
 /// The operator binary of this build, run locally; killed when dropped.
 struct Operator {
     child: Child,
@@ -107,6 +125,15 @@ struct Operator {
 
 impl Operator {
     fn start(env: &TestEnv, ns: &str, identity: &str) -> Self {
+        Self::start_with(env.get(keys::KUBECONFIG).unwrap().into(), ns, identity)
+    }
+
+    /// Runs with the chart's ServiceAccount rights instead of the admin's.
+    fn start_as_chart(env: &TestEnv, ns: &str, identity: &str) -> Self {
+        Self::start_with(impersonating_kubeconfig(env, ns), ns, identity)
+    }
+
+    fn start_with(kubeconfig: PathBuf, ns: &str, identity: &str) -> Self {
         let log = std::env::temp_dir().join(format!("{ns}-{identity}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_riskpipe-operator"))
@@ -119,7 +146,7 @@ impl Operator {
                 "riskpipe",
             ])
             .args(["--lease-duration-seconds", "6"])
-            .env("KUBECONFIG", env.get(keys::KUBECONFIG).unwrap())
+            .env("KUBECONFIG", kubeconfig)
             .env("POD_NAMESPACE", ns)
             .env("POD_NAME", identity)
             .env("RUST_LOG", "info,riskpipe_operator=debug")
@@ -215,7 +242,8 @@ async fn applied_pipeline_gets_its_objects_status_and_rolls_on_change() {
     let ns = install(&env, "op-apply");
     let topic = unique("tx");
     create_topic(&env, &topic, 4).await;
-    let op = Operator::start(&env, &ns, "op-a");
+    // With the chart's RBAC only: a missing permission fails this test.
+    let op = Operator::start_as_chart(&env, &ns, "op-a");
     tool(
         &env,
         keys::KUBECTL,
