@@ -391,3 +391,178 @@ async fn a_pipeline_without_the_finalizer_gets_it_first() {
     .await
     .unwrap();
 }
+
+/// Workers that acknowledge savepoints and remember what they were asked.
+#[derive(Default)]
+struct RecordingWorkers {
+    asked: std::sync::Mutex<Vec<(std::net::SocketAddr, String)>>,
+}
+
+impl WorkerApi for RecordingWorkers {
+    fn status(
+        &self,
+        addr: std::net::SocketAddr,
+    ) -> BoxFuture<'_, Result<WorkerStatus, WorkerError>> {
+        Box::pin(async move {
+            Err(WorkerError::Unreachable {
+                addr,
+                reason: "not needed".into(),
+            })
+        })
+    }
+    fn trigger_savepoint<'a>(
+        &'a self,
+        addr: std::net::SocketAddr,
+        path: &'a str,
+    ) -> BoxFuture<'a, Result<SavepointAck, WorkerError>> {
+        self.asked.lock().unwrap().push((addr, path.to_owned()));
+        Box::pin(async move {
+            Ok(SavepointAck {
+                id: format!("sp-{}", addr.ip()),
+                path: Some(path.to_owned()),
+            })
+        })
+    }
+    fn savepoint<'a>(
+        &'a self,
+        addr: std::net::SocketAddr,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<SavepointInfo, WorkerError>> {
+        Box::pin(async move {
+            Err(WorkerError::Unreachable {
+                addr,
+                reason: "not needed".into(),
+            })
+        })
+    }
+}
+
+fn running_statefulset(rp: &RiskPipeline) -> Value {
+    let hash = crate::build::config_hash(&rp.spec).unwrap();
+    json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "payments", "namespace": "risk", "generation": 1},
+        "spec": {
+            "replicas": 2, "serviceName": "payments-workers",
+            "selector": {"matchLabels": {"riskpipe.io/pipeline": "payments"}},
+            "template": {"metadata": {"annotations": {"riskpipe.io/config-hash": hash, "riskpipe.io/parallelism": "2"}},
+                         "spec": {"containers": [{"name": "worker"}]}}
+        },
+        "status": {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2, "observedGeneration": 1,
+                   "currentRevision": "r1", "updateRevision": "r1"}
+    })
+}
+
+fn worker_pod(ordinal: i32) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": format!("payments-{ordinal}"), "namespace": "risk"},
+           "status": {"podIP": format!("127.0.1.{}", ordinal + 2)}})
+}
+
+#[tokio::test]
+async fn a_new_nonce_asks_every_worker_and_records_their_requests() {
+    let mut rp = pipeline();
+    rp.spec.savepoint_trigger_nonce = Some(7);
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let workers = Arc::new(RecordingWorkers::default());
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        applier: crate::apply::Applier::new(client.clone()),
+        recorder: Recorder::new(
+            client,
+            Reporter {
+                controller: "riskpipe-operator".into(),
+                instance: None,
+            },
+        ),
+        workers: workers.clone(),
+        topics: Arc::new(FixedTopic(TopicInfo::Unknown)),
+        metrics: crate::metrics::Metrics::default(),
+        now,
+    });
+    let sts = running_statefulset(&rp);
+    let expects = vec![
+        Expect {
+            method: Method::GET,
+            path: "/apis/apps/v1/namespaces/risk/statefulsets/payments",
+            answer: Box::new(move |_| Some(sts)),
+        },
+        not_found("/api/v1/namespaces/risk/configmaps/payments-config"),
+        Expect {
+            method: Method::GET,
+            path: "/api/v1/namespaces/risk/pods",
+            answer: Box::new(|_| {
+                Some(
+                    json!({"kind":"PodList","apiVersion":"v1","metadata":{},"items":[worker_pod(0), worker_pod(1)]}),
+                )
+            }),
+        },
+        echo(
+            Method::PATCH,
+            "/api/v1/namespaces/risk/serviceaccounts/payments-worker",
+        ),
+        echo(
+            Method::PATCH,
+            "/api/v1/namespaces/risk/services/payments-workers",
+        ),
+        echo(
+            Method::PATCH,
+            "/apis/policy/v1/namespaces/risk/poddisruptionbudgets/payments",
+        ),
+        echo(
+            Method::PATCH,
+            "/api/v1/namespaces/risk/persistentvolumeclaims/payments-snapshots",
+        ),
+        echo(
+            Method::PATCH,
+            "/api/v1/namespaces/risk/configmaps/payments-config",
+        ),
+        check(
+            Method::PATCH,
+            "/apis/apps/v1/namespaces/risk/statefulsets/payments",
+            |b| {
+                assert_eq!(
+                    b["spec"]["replicas"], 2,
+                    "a nonce never changes the workers"
+                );
+            },
+        ),
+        check(Method::POST, EVENTS, |e| {
+            assert_eq!(e["reason"], "SavepointTriggered")
+        }),
+        status_check(|s| {
+            let st = &s["status"];
+            assert_eq!(st["lastSavepointTriggerNonce"], 7);
+            let sp = &st["savepoints"][0];
+            assert_eq!(
+                (
+                    sp["trigger"].as_str(),
+                    sp["phase"].as_str(),
+                    sp["triggerNonce"].as_i64()
+                ),
+                (Some("Nonce"), Some("InProgress"), Some(7))
+            );
+            assert_eq!(
+                sp["requests"],
+                json!([{"ordinal":0,"id":"sp-127.0.1.2"},{"ordinal":1,"id":"sp-127.0.1.3"}])
+            );
+            assert_eq!(condition(s, "Progressing")["reason"], "SavepointInProgress");
+        }),
+    ];
+    let server = tokio::spawn(verify(handle, expects));
+    let action = reconcile(Arc::new(rp), ctx).await.unwrap();
+    server.await.unwrap();
+    assert_eq!(action, Action::requeue(BUSY_REQUEUE));
+    let asked = workers.asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 2);
+    assert!(
+        asked.iter().all(|(addr, path)| addr.port() == 8080
+            && path.starts_with("/var/lib/riskpipe/savepoints/payments/savepoint-")),
+        "{asked:?}"
+    );
+    assert_eq!(
+        asked[0].1, asked[1].1,
+        "one common folder for the savepoint"
+    );
+}
