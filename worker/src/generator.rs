@@ -481,7 +481,7 @@ impl GeneratedDimensions {
                 }
             })
             .collect();
-        let blacklist_users: Vec<i64> = (0..1000u64)
+        let blacklist_users: Vec<i64> = (0..(u64::from(cfg.users) / 1000).clamp(1, 1000))
             .map(|i| (mix(seed ^ 0x424c ^ i) % u64::from(cfg.users.max(1))) as i64)
             .collect();
         let blacklist_set = blacklist_users.iter().copied().collect();
