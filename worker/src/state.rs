@@ -100,6 +100,21 @@ fn merchant_entry_key(merchant: i64, e: &MerchantEntry) -> [u8; 25] {
     k
 }
 
+/// Puts a merchant's added window entries and deletes its dropped ones, in that
+/// order, so an entry added and dropped in one batch ends up deleted.
+fn write_journal(
+    batch: &mut WriteBatch,
+    merchant: i64,
+    journal: riskpipe_engine::merchant::Journal,
+) {
+    for e in &journal.added {
+        batch.put(merchant_entry_key(merchant, e), e.cents.to_le_bytes());
+    }
+    for e in &journal.removed {
+        batch.delete(merchant_entry_key(merchant, e));
+    }
+}
+
 fn merchant_entry_from(key: &[u8], value: &[u8]) -> Option<MerchantEntry> {
     let time = u64::from_be_bytes(key.get(9..17)?.try_into().ok()?) ^ (1 << 63);
     let id = u64::from_be_bytes(key.get(17..25)?.try_into().ok()?) ^ (1 << 63);
@@ -183,14 +198,7 @@ impl PartitionState {
                 && c.dirty
             {
                 c.dirty = false;
-                let journal = c.value.take_journal();
-                for e in &journal.added {
-                    self.batch
-                        .put(merchant_entry_key(id, e), e.cents.to_le_bytes());
-                }
-                for e in &journal.removed {
-                    self.batch.delete(merchant_entry_key(id, e));
-                }
+                write_journal(&mut self.batch, id, c.value.take_journal());
                 self.stats.writes += 1;
             }
         }
@@ -266,14 +274,7 @@ impl PartitionState {
 
     fn spill_merchant(&mut self, id: i64, mut c: Cached<MerchantState>) {
         if c.dirty {
-            let journal = c.value.take_journal();
-            for e in &journal.added {
-                self.batch
-                    .put(merchant_entry_key(id, e), e.cents.to_le_bytes());
-            }
-            for e in &journal.removed {
-                self.batch.delete(merchant_entry_key(id, e));
-            }
+            write_journal(&mut self.batch, id, c.value.take_journal());
         }
     }
 

@@ -71,6 +71,20 @@ fn create_topics(bootstrap: &str, topics: &[&str]) {
     }
 }
 
+/// Sends one record, waiting while the producer's queue is full.
+fn send_retrying(producer: &BaseProducer, topic: &str, key: &str, payload: &[u8]) {
+    let mut rec = BaseRecord::to(topic).key(key.as_bytes()).payload(payload);
+    loop {
+        match producer.send(rec) {
+            Ok(()) => return,
+            Err((_, back)) => {
+                rec = back;
+                producer.poll(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
 /// Produces generated transactions keyed by user_id, plus `bad` malformed records.
 fn produce(bootstrap: &str, topic: &str, count: u64, bad: &[&[u8]]) -> Vec<Vec<u8>> {
     let producer: BaseProducer = ClientConfig::new()
@@ -92,18 +106,7 @@ fn produce(bootstrap: &str, topic: &str, count: u64, bad: &[&[u8]]) -> Vec<Vec<u
     for r in &records {
         let v: Value = serde_json::from_slice(r).unwrap();
         let key = v["user_id"].to_string();
-        let mut rec = BaseRecord::to(topic)
-            .key(key.as_bytes())
-            .payload(r.as_slice());
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    rec = back;
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
+        send_retrying(&producer, topic, &key, r);
     }
     for (i, b) in bad.iter().enumerate() {
         let key = format!("bad-{i}");
@@ -517,18 +520,7 @@ fn produce_more(bootstrap: &str, topic: &str, round: u64) {
         // Later rounds happen later in event time.
         let payload = serde_json::to_vec(&v).unwrap();
         let key = v["user_id"].to_string();
-        let mut rec = BaseRecord::to(topic)
-            .key(key.as_bytes())
-            .payload(payload.as_slice());
-        loop {
-            match producer.send(rec) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    rec = back;
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
+        send_retrying(&producer, topic, &key, payload);
     }
     producer.flush(Duration::from_secs(60)).unwrap();
 }

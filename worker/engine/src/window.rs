@@ -9,7 +9,8 @@
 //! inserted at its event time (so it counts for later ones), joins each frontier
 //! aggregate it falls into, and its own windows, which end in the past, are summed
 //! over that range alone. Transactions older than the longest window plus the
-//! allowed lateness are dropped from the front.
+//! allowed lateness are dropped from the front, except the few newest of them
+//! that "previous transaction" features may still need.
 
 use std::collections::VecDeque;
 
@@ -199,8 +200,12 @@ impl UserState {
             self.feature.remove(e.cents);
             self.heads.feature += 1;
         }
+        // SQL's LAG has no time limit: the newest `run - 1` transactions older than
+        // the retention stay, so "previous" stays exact for any gap in a user's
+        // activity (and for late arrivals within the allowed lateness).
         let oldest_kept = frontier.saturating_sub(cfg.user_retention_ms());
-        while let Some(e) = self.entries.front() {
+        let keep_old = cfg.small_amount_run.max(2) - 1;
+        while let Some(e) = self.entries.get(keep_old) {
             let evictable = e.time < oldest_kept
                 && self.heads.short > 0
                 && self.heads.distinct > 0

@@ -79,6 +79,25 @@ fn topic_partitions(consumer: &BaseConsumer, topic: &str) -> Result<i32> {
     }
 }
 
+/// Retries a broker call for up to 60 s: right after a crash or a broker
+/// restart the group and transaction coordinators may answer late.
+pub(crate) fn retry<T>(
+    what: &str,
+    mut call: impl FnMut() -> rdkafka::error::KafkaResult<T>,
+) -> Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match call() {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(error = %e, "{what}: retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(e).context(format!("{what} (gave up after 60 s)")),
+        }
+    }
+}
+
 fn kafka_sink_topic(sink: Option<&riskpipe_crds::SinkSpec>, what: &str) -> Result<Option<String>> {
     match sink.and_then(|s| s.kind()) {
         Some(Sink::Kafka(k)) => Ok(Some(k.topic.clone())),
@@ -148,9 +167,9 @@ pub fn run(
     for p in &owned {
         committed_tpl.add_partition(&source.topic, *p);
     }
-    let committed = consumer
-        .committed_offsets(committed_tpl, Duration::from_secs(30))
-        .context("reading the group's committed offsets")?;
+    let committed = retry("reading the group's committed offsets", || {
+        consumer.committed_offsets(committed_tpl.clone(), Duration::from_secs(10))
+    })?;
     let mut workers = Vec::with_capacity(owned.len());
     for &p in &owned {
         let committed = committed

@@ -116,9 +116,9 @@ impl PartitionWorker {
         )
         .create()
         .context("creating the transactional producer")?;
-        producer
-            .init_transactions(TXN_TIMEOUT)
-            .context("initialising transactions (is the broker's transaction log available?)")?;
+        super::retry("initialising transactions", || {
+            producer.init_transactions(TXN_TIMEOUT)
+        })?;
         tracing::info!(
             partition = id,
             ?state_offset,
