@@ -520,7 +520,7 @@ fn produce_more(bootstrap: &str, topic: &str, round: u64) {
         // Later rounds happen later in event time.
         let payload = serde_json::to_vec(&v).unwrap();
         let key = v["user_id"].to_string();
-        send_retrying(&producer, topic, &key, payload);
+        send_retrying(&producer, topic, &key, &payload);
     }
     producer.flush(Duration::from_secs(60)).unwrap();
 }
