@@ -24,6 +24,20 @@ fn lines(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// Runs `riskpipe-worker replay` with the given files and extra arguments.
+fn replay(tx: &Path, dims: &Path, out: &Path, extra: &[&std::ffi::OsStr]) -> Output {
+    worker()
+        .args(["replay", "--transactions"])
+        .arg(tx)
+        .arg("--dimensions")
+        .arg(dims)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .expect("run riskpipe-worker replay")
+}
+
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -41,17 +55,12 @@ fn replay_decides_sample_data_and_dead_letters_bad_lines() {
     let out = dir.path().join("decisions.jsonl");
     let dl = dir.path().join("dead.jsonl");
     let data = examples().join("data");
-    let result = worker()
-        .args(["replay", "--transactions"])
-        .arg(data.join("transactions.jsonl"))
-        .arg("--dimensions")
-        .arg(&data)
-        .arg("--out")
-        .arg(&out)
-        .arg("--dead-letters")
-        .arg(&dl)
-        .output()
-        .unwrap();
+    let result = replay(
+        &data.join("transactions.jsonl"),
+        &data,
+        &out,
+        &[std::ffi::OsStr::new("--dead-letters"), dl.as_os_str()],
+    );
     assert!(result.status.success(), "{}", stderr(&result));
     let decisions = lines(&out);
     assert_eq!(decisions.len(), 7, "one decision per valid line");
@@ -127,17 +136,15 @@ fn replay_with_manifest_thresholds() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("decisions.jsonl");
     let data = examples().join("data");
-    let result = worker()
-        .args(["replay", "--transactions"])
-        .arg(data.join("transactions.jsonl"))
-        .arg("--dimensions")
-        .arg(&data)
-        .arg("--out")
-        .arg(&out)
-        .arg("-f")
-        .arg(examples().join("file-pipeline.yaml"))
-        .output()
-        .unwrap();
+    let result = replay(
+        &data.join("transactions.jsonl"),
+        &data,
+        &out,
+        &[
+            std::ffi::OsStr::new("-f"),
+            examples().join("file-pipeline.yaml").as_os_str(),
+        ],
+    );
     assert!(result.status.success(), "{}", stderr(&result));
     // Default dead-letter file next to the output.
     assert_eq!(
@@ -177,15 +184,7 @@ fn file_pipeline_run_matches_replay() {
         .unwrap();
     assert!(run.status.success(), "{}", stderr(&run));
     let replay_out = dir.path().join("replay.jsonl");
-    let replay = worker()
-        .args(["replay", "--transactions"])
-        .arg(data.join("transactions.jsonl"))
-        .arg("--dimensions")
-        .arg(&data)
-        .arg("--out")
-        .arg(&replay_out)
-        .output()
-        .unwrap();
+    let replay = replay(&data.join("transactions.jsonl"), &data, &replay_out, &[]);
     assert!(replay.status.success(), "{}", stderr(&replay));
     let strip = |mut v: Vec<Value>| {
         for d in &mut v {
@@ -327,17 +326,12 @@ fn garbage_and_huge_lines_are_dead_letters_not_crashes() {
     std::fs::create_dir(&empty).unwrap();
     let out = dir.path().join("out.jsonl");
     let dl = dir.path().join("dl.jsonl");
-    let result = worker()
-        .args(["replay", "--transactions"])
-        .arg(&tx)
-        .arg("--dimensions")
-        .arg(&empty)
-        .arg("--out")
-        .arg(&out)
-        .arg("--dead-letters")
-        .arg(&dl)
-        .output()
-        .unwrap();
+    let result = replay(
+        &tx,
+        &empty,
+        &out,
+        &[std::ffi::OsStr::new("--dead-letters"), dl.as_os_str()],
+    );
     assert!(result.status.success(), "{}", stderr(&result));
     let decisions = lines(&out);
     assert_eq!(
@@ -367,15 +361,7 @@ fn bad_dimension_cell_names_file_line_and_column() {
     .unwrap();
     let tx = dir.path().join("tx.jsonl");
     std::fs::write(&tx, "").unwrap();
-    let out = worker()
-        .args(["replay", "--transactions"])
-        .arg(&tx)
-        .arg("--dimensions")
-        .arg(dir.path())
-        .arg("--out")
-        .arg(dir.path().join("o.jsonl"))
-        .output()
-        .unwrap();
+    let out = replay(&tx, dir.path(), &dir.path().join("o.jsonl"), &[]);
     assert!(!out.status.success());
     let err = stderr(&out);
     assert!(
