@@ -1,0 +1,191 @@
+//! Kafka benchmark (prints figures; not a test): one worker against the real
+//! broker of the test environment (`e2e/env/up`).
+//!
+//! 1. Throughput: N transactions are produced first, then the worker starts; the
+//!    figure is N divided by the time until every decision is visible to a
+//!    read_committed consumer.
+//! 2. Latency at a fixed rate (half the measured throughput by default): the
+//!    producer stamps each record; the reader computes "produced → decision
+//!    visible (read_committed)" for each decision; p50 / p99 / p99.9 are printed.
+//!
+//! Run: `scripts/bench-kafka.sh` (`RISKPIPE_BENCH_TX`, default 200,000).
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use riskpipe_worker::generator::{Generator, GeneratorConfig};
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn main() {
+    let env = riskpipe_e2e::env::TestEnv::load().unwrap_or_else(|e| panic!("{e}"));
+    let bootstrap = env
+        .get("KAFKA_BOOTSTRAP")
+        .expect("KAFKA_BOOTSTRAP")
+        .to_owned();
+    let n: usize = std::env::var("RISKPIPE_BENCH_TX")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let exe = std::env::var("RISKPIPE_WORKER_BIN")
+        .expect("RISKPIPE_WORKER_BIN (scripts/bench-kafka.sh sets it)");
+    let records: Vec<(String, Vec<u8>)> = Generator::new(GeneratorConfig {
+        users: 1_000_000,
+        merchants: 10_000,
+        rate_per_second: 0,
+        count: n as u64,
+        seed: 5,
+        fraud_ratio: 0.02,
+    })
+    .map(|g| {
+        let v: serde_json::Value = serde_json::from_slice(&g.json).expect("json");
+        (v["user_id"].to_string(), g.json)
+    })
+    .collect();
+
+    let rate = run(&bootstrap, &exe, &records, None).0;
+    println!("KAFKA throughput: {rate:.0} tx/s with one worker (produce first, then drain)");
+    let half = (rate / 2.0).max(100.0);
+    let (_, mut latencies) = run(&bootstrap, &exe, &records, Some(half));
+    latencies.sort_unstable();
+    let q = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    println!(
+        "KAFKA latency at {half:.0} tx/s (produced → decision visible, read_committed): p50 {} ms  p99 {} ms  p99.9 {} ms  ({} samples)",
+        q(0.5),
+        q(0.99),
+        q(0.999),
+        latencies.len()
+    );
+}
+
+/// Runs one worker over the records; with a rate, produces while it runs.
+/// Returns (throughput, latencies in ms).
+fn run(
+    bootstrap: &str,
+    exe: &str,
+    records: &[(String, Vec<u8>)],
+    rate: Option<f64>,
+) -> (f64, Vec<i64>) {
+    let tag = format!("{}-{}", std::process::id(), now_ms());
+    let (input, decisions, dead) = (
+        format!("bench-tx-{tag}"),
+        format!("bench-dec-{tag}"),
+        format!("bench-dl-{tag}"),
+    );
+    let admin: AdminClient<_> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let topics: Vec<NewTopic<'_>> = [&input, &decisions, &dead]
+        .iter()
+        .map(|t| NewTopic::new(t, 8, TopicReplication::Fixed(1)))
+        .collect();
+    for r in rt
+        .block_on(admin.create_topics(&topics, &AdminOptions::new()))
+        .expect("create topics")
+    {
+        r.expect("topic");
+    }
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "1")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer");
+    let send = |key: &str, payload: &[u8]| {
+        let mut rec = BaseRecord::to(&input).key(key.as_bytes()).payload(payload);
+        loop {
+            match producer.send(rec) {
+                Ok(()) => return,
+                Err((_, back)) => {
+                    rec = back;
+                    producer.poll(Duration::from_millis(1));
+                }
+            }
+        }
+    };
+    if rate.is_none() {
+        for (k, r) in records {
+            send(k, r);
+        }
+        producer.flush(Duration::from_secs(120)).expect("flush");
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let manifest = dir.path().join("bench.yaml");
+    std::fs::write(
+        &manifest,
+        format!("apiVersion: riskpipe.io/v1alpha1\nkind: RiskPipeline\nmetadata:\n  name: bench-{tag}\nspec:\n  source:\n    kafka:\n      bootstrapServers: \"{bootstrap}\"\n      topic: {input}\n      startupMode: earliest\n  sinks:\n    decisions:\n      kafka:\n        topic: {decisions}\n    deadLetters:\n      kafka:\n        topic: {dead}\n"),
+    )
+    .expect("manifest");
+    let mut worker = Command::new(exe)
+        .args(["run", "-f"])
+        .arg(&manifest)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env("RISKPIPE_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("worker");
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("bench-reader-{tag}"))
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "5")
+        .create()
+        .expect("reader");
+    reader.subscribe(&[&decisions]).expect("subscribe");
+    let started = Instant::now();
+    let mut produced_at: HashMap<i64, i64> = HashMap::new();
+    let mut next = 0usize;
+    let mut seen = 0usize;
+    let mut latencies = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(900);
+    while seen < records.len() && Instant::now() < deadline {
+        if let Some(r) = rate {
+            let due = (started.elapsed().as_secs_f64() * r) as usize;
+            while next < records.len().min(due) {
+                let (k, payload) = &records[next];
+                produced_at.insert(next as i64 + 1, now_ms());
+                send(k, payload);
+                next += 1;
+            }
+            producer.poll(Duration::ZERO);
+        }
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(1)) {
+            seen += 1;
+            if rate.is_some() {
+                let id: i64 = std::str::from_utf8(m.key().unwrap_or_default())
+                    .ok()
+                    .and_then(|k| k.parse().ok())
+                    .unwrap_or(0);
+                if let Some(t) = produced_at.remove(&id) {
+                    latencies.push(now_ms() - t);
+                }
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert_eq!(
+        seen,
+        records.len(),
+        "not every decision arrived within 15 minutes"
+    );
+    (records.len() as f64 / secs, latencies)
+}
