@@ -98,6 +98,23 @@ pub fn pdb(owner: &Owner) -> PodDisruptionBudget {
     }
 }
 
+/// A claim of `spec.state.volumeSize` in `spec.state.storageClassName` with one
+/// access mode (the per-worker state volumes and the shared snapshot volume).
+pub fn claim_spec(spec: &RiskPipelineSpec, access_mode: &str) -> PersistentVolumeClaimSpec {
+    PersistentVolumeClaimSpec {
+        access_modes: Some(vec![access_mode.to_owned()]),
+        storage_class_name: spec.state.storage_class_name.clone(),
+        resources: Some(VolumeResourceRequirements {
+            requests: Some(BTreeMap::from([(
+                "storage".to_owned(),
+                spec.state.volume_size.clone(),
+            )])),
+            ..VolumeResourceRequirements::default()
+        }),
+        ..PersistentVolumeClaimSpec::default()
+    }
+}
+
 /// A claim every worker mounts (ReadWriteMany) when checkpoints or savepoints go to a
 /// path: a savepoint is one folder per worker under a common folder, and a restore
 /// at another replica count reads partitions written by other workers.
@@ -107,18 +124,7 @@ pub fn snapshots_claim(owner: &Owner, spec: &RiskPipelineSpec) -> Option<Persist
     }
     Some(PersistentVolumeClaim {
         metadata: owner.meta(owner.names.snapshots_claim()),
-        spec: Some(PersistentVolumeClaimSpec {
-            access_modes: Some(vec!["ReadWriteMany".into()]),
-            storage_class_name: spec.state.storage_class_name.clone(),
-            resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_owned(),
-                    spec.state.volume_size.clone(),
-                )])),
-                ..VolumeResourceRequirements::default()
-            }),
-            ..PersistentVolumeClaimSpec::default()
-        }),
+        spec: Some(claim_spec(spec, "ReadWriteMany")),
         ..PersistentVolumeClaim::default()
     })
 }
