@@ -1,20 +1,33 @@
-//! Checkpoints and savepoints on a filesystem path (a volume in Kubernetes).
+//! The layout of checkpoints and savepoints, whatever holds them (a folder or an
+//! S3-compatible bucket, see [`crate::snapshot_store`]), and which checkpoints
+//! retention removes.
 //!
 //! A snapshot of a partition is a RocksDB checkpoint of its database, which holds
 //! the partition's window state and, in its metadata, the next input offset — a
-//! consistent cut by construction. Each worker writes the partitions it owns:
+//! consistent cut by construction. A snapshot is a folder (a key prefix in a bucket):
 //!
 //! ```text
-//! ROOT/checkpoints/chk-<millis>-w<ordinal>/partition-0003/   (RocksDB files)
-//! ROOT/checkpoints/chk-<millis>-w<ordinal>/_complete           (written last)
-//! SAVEPOINT/partition-0003/ …
+//! BASE/partition-0003/…              RocksDB files of partition 3
+//! BASE/partition-0003.complete       written after every file of partition 3
+//! BASE/_complete                     written last by the worker (its partitions)
 //! ```
 //!
-//! A folder without `_complete` is an interrupted snapshot and is ignored. The
-//! latest checkpoint of a partition is the newest complete folder that holds it,
-//! so partitions can move between workers at any replica count.
+//! Checkpoints live under `STORAGE/checkpoints/chk-<millis>-w<ordinal>/`, one per
+//! worker and moment; a savepoint is any `BASE` (several workers may write their
+//! partitions into one savepoint). A partition is restored only from a snapshot that
+//! holds its `.complete` marker, so an interrupted upload is never read; a checkpoint
+//! counts only once its `_complete` is there. The latest checkpoint of a partition is
+//! the newest complete one that holds it, whichever worker wrote it, so partitions
+//! move between workers at any replica count.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+
+/// Marker a worker writes last into a snapshot.
+pub const COMPLETE: &str = "_complete";
+
+/// Folder of the checkpoints inside checkpoint storage.
+pub const CHECKPOINTS: &str = "checkpoints";
 
 /// A snapshot that could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -36,89 +49,128 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
     }
 }
 
-/// The folder name of one partition inside a snapshot.
+/// The name of one partition's folder inside a snapshot (`partition-0003`).
+pub fn partition_name(partition: i32) -> String {
+    format!("partition-{partition:04}")
+}
+
+/// The marker written after every file of a partition (`partition-0003.complete`).
+pub fn partition_marker(partition: i32) -> String {
+    format!("{}.complete", partition_name(partition))
+}
+
+/// The folder of one partition inside a snapshot or the state folder.
 pub fn partition_dir(snapshot: &Path, partition: i32) -> PathBuf {
-    snapshot.join(format!("partition-{partition:04}"))
+    snapshot.join(partition_name(partition))
 }
 
-/// Marks a snapshot folder complete (after every partition was written).
-pub fn mark_complete(snapshot: &Path, summary: &str) -> Result<(), SnapshotError> {
-    let marker = snapshot.join("_complete");
-    std::fs::write(&marker, summary).map_err(io("writing", &marker))
+/// The name of a checkpoint taken by worker `ordinal` at `millis`.
+pub fn checkpoint_name(ordinal: u32, millis: i64) -> String {
+    format!("chk-{millis:013}-w{ordinal}")
 }
 
-/// Whether a snapshot folder is complete.
-pub fn is_complete(snapshot: &Path) -> bool {
-    snapshot.join("_complete").is_file()
+/// Reads `chk-<millis>-w<ordinal>` back.
+pub fn parse_checkpoint_name(name: &str) -> Option<(i64, u32)> {
+    let rest = name.strip_prefix("chk-")?;
+    let (millis, ordinal) = rest.split_once("-w")?;
+    Some((millis.parse().ok()?, ordinal.parse().ok()?))
 }
 
-/// Checkpoints of one pipeline under a root folder.
-#[derive(Debug, Clone)]
-pub struct CheckpointStore {
-    root: PathBuf,
+/// One checkpoint as a listing of checkpoint storage shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointEntry {
+    /// Folder name, `chk-<millis>-w<ordinal>`.
+    pub name: String,
+    /// When it was taken, ms since the epoch.
+    pub millis: i64,
+    /// The worker that wrote it.
+    pub ordinal: u32,
+    /// Whether its `_complete` marker is there.
+    pub complete: bool,
+    /// Partitions whose `.complete` marker is there.
+    pub partitions: BTreeSet<i32>,
 }
 
-impl CheckpointStore {
-    /// Checkpoints under `root/checkpoints`.
-    pub fn new(root: &Path) -> Self {
-        CheckpointStore {
-            root: root.join("checkpoints"),
-        }
-    }
-
-    /// A new (empty) checkpoint folder for `ordinal`.
-    pub fn create(&self, ordinal: u32, now_ms: i64) -> Result<PathBuf, SnapshotError> {
-        let dir = self.root.join(format!("chk-{now_ms:013}-w{ordinal}"));
-        std::fs::create_dir_all(&dir).map_err(io("creating", &dir))?;
-        Ok(dir)
-    }
-
-    /// Complete checkpoint folders, oldest first.
-    pub fn list(&self) -> Vec<PathBuf> {
-        let Ok(entries) = std::fs::read_dir(&self.root) else {
-            return Vec::new();
+/// Checkpoints from the keys under the checkpoint folder (relative to it, `/`
+/// separated), oldest first. Keys of anything else are ignored.
+pub fn checkpoints_from_keys<'a>(keys: impl IntoIterator<Item = &'a str>) -> Vec<CheckpointEntry> {
+    let mut by_name: BTreeMap<String, CheckpointEntry> = BTreeMap::new();
+    for key in keys {
+        let mut parts = key.splitn(2, '/');
+        let (Some(name), Some(rest)) = (parts.next(), parts.next()) else {
+            continue;
         };
-        let mut dirs: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("chk-"))
-                    && is_complete(p)
-            })
-            .collect();
-        dirs.sort();
-        dirs
-    }
-
-    /// The newest complete checkpoint that holds `partition`.
-    pub fn latest_for(&self, partition: i32) -> Option<PathBuf> {
-        self.list()
-            .into_iter()
-            .rev()
-            .map(|d| partition_dir(&d, partition))
-            .find(|p| p.is_dir())
-    }
-
-    /// Deletes this worker's complete checkpoints beyond the newest `retain`, and
-    /// its incomplete ones older than the newest complete one.
-    pub fn retain(&self, ordinal: u32, retain: usize) -> Result<usize, SnapshotError> {
-        let suffix = format!("-w{ordinal}");
-        let mine: Vec<PathBuf> = self
-            .list()
-            .into_iter()
-            .filter(|p| p.to_string_lossy().ends_with(&suffix))
-            .collect();
-        let mut removed = 0;
-        if mine.len() > retain {
-            for dir in &mine[..mine.len() - retain] {
-                std::fs::remove_dir_all(dir).map_err(io("removing", dir))?;
-                removed += 1;
-            }
+        let Some((millis, ordinal)) = parse_checkpoint_name(name) else {
+            continue;
+        };
+        let entry = by_name
+            .entry(name.to_owned())
+            .or_insert_with(|| CheckpointEntry {
+                name: name.to_owned(),
+                millis,
+                ordinal,
+                complete: false,
+                partitions: BTreeSet::new(),
+            });
+        if rest == COMPLETE {
+            entry.complete = true;
+        } else if let Some(p) = rest
+            .strip_prefix("partition-")
+            .and_then(|r| r.strip_suffix(".complete"))
+            .and_then(|n| n.parse::<i32>().ok())
+        {
+            entry.partitions.insert(p);
         }
-        Ok(removed)
     }
+    let mut entries: Vec<CheckpointEntry> = by_name.into_values().collect();
+    entries.sort_by(|a, b| (a.millis, a.ordinal).cmp(&(b.millis, b.ordinal)));
+    entries
+}
+
+/// The newest complete checkpoint that holds `partition`.
+pub fn latest_for(entries: &[CheckpointEntry], partition: i32) -> Option<&CheckpointEntry> {
+    entries
+        .iter()
+        .rev()
+        .find(|e| e.complete && e.partitions.contains(&partition))
+}
+
+/// The checkpoints that retention removes, as worker `ordinal` sees them:
+///
+/// - a complete checkpoint that is among the newest `retain` complete checkpoints of
+///   none of its partitions (whichever worker wrote it: after a rescale the old
+///   workers' checkpoints go once the new owners have written `retain` of their own);
+/// - this worker's incomplete checkpoints older than its newest complete one (left
+///   by a crash during an upload; other workers' may still be uploading).
+pub fn retention_victims(entries: &[CheckpointEntry], ordinal: u32, retain: usize) -> Vec<String> {
+    let retain = retain.max(1);
+    let mut kept: BTreeSet<&str> = BTreeSet::new();
+    let mut seen: BTreeMap<i32, usize> = BTreeMap::new();
+    for e in entries.iter().rev().filter(|e| e.complete) {
+        for p in &e.partitions {
+            let n = seen.entry(*p).or_default();
+            if *n < retain {
+                kept.insert(&e.name);
+            }
+            *n += 1;
+        }
+    }
+    let newest_own_complete = entries
+        .iter()
+        .filter(|e| e.complete && e.ordinal == ordinal)
+        .map(|e| e.millis)
+        .max();
+    entries
+        .iter()
+        .filter(|e| {
+            if e.complete {
+                !kept.contains(e.name.as_str())
+            } else {
+                e.ordinal == ordinal && newest_own_complete.is_some_and(|m| e.millis < m)
+            }
+        })
+        .map(|e| e.name.clone())
+        .collect()
 }
 
 /// Copies a snapshot of a partition into a fresh database folder.
@@ -139,27 +191,100 @@ pub fn restore_partition(from: &Path, to: &Path) -> Result<(), SnapshotError> {
 mod tests {
     use super::*;
 
+    fn keys(list: &[&str]) -> Vec<CheckpointEntry> {
+        checkpoints_from_keys(list.iter().copied())
+    }
+
     #[test]
-    fn latest_complete_checkpoint_per_partition_and_retention() {
-        let root = tempfile::tempdir().unwrap();
-        let store = CheckpointStore::new(root.path());
-        let a = store.create(0, 1_000).unwrap();
-        std::fs::create_dir_all(partition_dir(&a, 0)).unwrap();
-        std::fs::create_dir_all(partition_dir(&a, 2)).unwrap();
-        mark_complete(&a, "").unwrap();
-        let b = store.create(1, 2_000).unwrap();
-        std::fs::create_dir_all(partition_dir(&b, 1)).unwrap();
-        mark_complete(&b, "").unwrap();
-        let c = store.create(0, 3_000).unwrap();
-        std::fs::create_dir_all(partition_dir(&c, 0)).unwrap();
-        // c is incomplete: ignored.
-        assert_eq!(store.latest_for(0), Some(partition_dir(&a, 0)));
-        assert_eq!(store.latest_for(1), Some(partition_dir(&b, 1)));
-        assert_eq!(store.latest_for(5), None);
-        mark_complete(&c, "").unwrap();
-        assert_eq!(store.latest_for(0), Some(partition_dir(&c, 0)));
-        assert_eq!(store.latest_for(2), Some(partition_dir(&a, 2)));
-        assert_eq!(store.retain(0, 1).unwrap(), 1);
-        assert!(!a.exists() && c.exists() && b.exists());
+    fn names_round_trip_and_sort_by_time() {
+        let name = checkpoint_name(3, 1_700_000_000_123);
+        assert_eq!(name, "chk-1700000000123-w3");
+        assert_eq!(parse_checkpoint_name(&name), Some((1_700_000_000_123, 3)));
+        assert_eq!(parse_checkpoint_name("sp-1"), None);
+        assert_eq!(partition_marker(7), "partition-0007.complete");
+    }
+
+    #[test]
+    fn listing_reads_markers_and_orders_oldest_first() {
+        let entries = keys(&[
+            "chk-0000000002000-w1/partition-0001/CURRENT",
+            "chk-0000000002000-w1/partition-0001.complete",
+            "chk-0000000002000-w1/_complete",
+            "chk-0000000001000-w0/partition-0000/000009.sst",
+            "chk-0000000001000-w0/partition-0000.complete",
+            "chk-0000000001000-w0/partition-0002/CURRENT",
+            "chk-0000000001000-w0/_complete",
+            "chk-0000000003000-w0/partition-0000/CURRENT",
+            "stray-file",
+            "other/_complete",
+        ]);
+        let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "chk-0000000001000-w0",
+                "chk-0000000002000-w1",
+                "chk-0000000003000-w0"
+            ]
+        );
+        // Partition 2's files are there but its marker is not: not restorable.
+        assert_eq!(entries[0].partitions, BTreeSet::from([0]));
+        assert!(entries[0].complete && entries[1].complete && !entries[2].complete);
+        assert_eq!(latest_for(&entries, 0).unwrap().name, "chk-0000000001000-w0");
+        assert_eq!(latest_for(&entries, 1).unwrap().name, "chk-0000000002000-w1");
+        assert_eq!(latest_for(&entries, 2), None);
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_per_partition_across_workers() {
+        let mut list = Vec::new();
+        // Two workers over partitions 0-3, then one worker owning all of them.
+        for (millis, ordinal, parts) in [
+            (1_000, 0, vec![0, 2]),
+            (1_000, 1, vec![1, 3]),
+            (2_000, 0, vec![0, 2]),
+            (2_000, 1, vec![1, 3]),
+            (3_000, 0, vec![0, 1, 2, 3]),
+            (4_000, 0, vec![0, 1, 2, 3]),
+        ] {
+            let name = checkpoint_name(ordinal, millis);
+            for p in parts {
+                list.push(format!("{name}/{}", partition_marker(p)));
+            }
+            list.push(format!("{name}/{COMPLETE}"));
+        }
+        // An upload of worker 0 that died, and one of worker 1 still under way.
+        list.push(format!("{}/partition-0000/CURRENT", checkpoint_name(0, 2_500)));
+        list.push(format!("{}/partition-0001/CURRENT", checkpoint_name(1, 4_500)));
+        let entries = checkpoints_from_keys(list.iter().map(String::as_str));
+        let mut victims = retention_victims(&entries, 0, 2);
+        victims.sort();
+        assert_eq!(
+            victims,
+            [
+                "chk-0000000001000-w0",
+                "chk-0000000001000-w1",
+                "chk-0000000002000-w0",
+                "chk-0000000002000-w1",
+                "chk-0000000002500-w0",
+            ]
+        );
+        // With three kept, each partition's third newest stays.
+        let mut victims = retention_victims(&entries, 0, 3);
+        victims.sort();
+        assert_eq!(
+            victims,
+            [
+                "chk-0000000001000-w0",
+                "chk-0000000001000-w1",
+                "chk-0000000002500-w0"
+            ]
+        );
+        // Worker 1 never removes worker 0's interrupted upload.
+        assert!(
+            !retention_victims(&entries, 1, 3)
+                .iter()
+                .any(|v| v.ends_with("2500-w0"))
+        );
     }
 }

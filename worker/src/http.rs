@@ -1,6 +1,6 @@
 //! The worker's HTTP endpoint on the pod IP: `/healthz`, `/readyz`, `/metrics`,
-//! `/status` (the JSON the operator polls) and the savepoint trigger
-//! (`POST /savepoints`, `GET /savepoints/{id}`).
+//! `/status` (the JSON the operator polls) and savepoints (`POST /savepoints`,
+//! `GET /savepoints/{id}`, `DELETE /savepoints/{id}`).
 //!
 //! It runs on its own thread with a small tokio runtime, and talks to the
 //! processing loop only through [`Shared`].
@@ -77,14 +77,28 @@ pub struct SavepointInfo {
     pub error: Option<String>,
 }
 
-/// A savepoint asked of the processing loop.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a [`SavepointRequest`] asks for.
+#[derive(Debug, Clone)]
+pub enum SavepointAction {
+    /// Take a savepoint into `path`.
+    Take,
+    /// Delete the savepoint at `path`; the outcome goes back on the channel.
+    Delete(std::sync::mpsc::Sender<Result<(), String>>),
+}
+
+/// A savepoint request to the processing loop.
+#[derive(Debug, Clone)]
 pub struct SavepointRequest {
     /// Identifier.
     pub id: String,
-    /// Target folder.
+    /// Where it is: a folder or `s3://bucket/key`.
     pub path: String,
+    /// Take or delete.
+    pub action: SavepointAction,
 }
+
+/// How long `DELETE /savepoints/{id}` waits for the storage.
+const DELETE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// State shared between the processing loop and the HTTP server.
 pub struct Shared {
@@ -155,6 +169,7 @@ async fn trigger_savepoint(
     let request = SavepointRequest {
         id: id.clone(),
         path: path.clone(),
+        action: SavepointAction::Take,
     };
     let info = SavepointInfo {
         id: id.clone(),
@@ -187,6 +202,58 @@ async fn get_savepoint(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> 
     }
 }
 
+/// Deletes a savepoint this worker took from its storage: 204, 404 when unknown,
+/// 409 while it is still being written.
+async fn delete_savepoint(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let Some(info) = s.savepoints.lock().ok().and_then(|m| m.get(&id).cloned()) else {
+        return (StatusCode::NOT_FOUND, format!("no savepoint {id}")).into_response();
+    };
+    if info.state == "in_progress" {
+        return (
+            StatusCode::CONFLICT,
+            format!("savepoint {id} is still being written"),
+        )
+            .into_response();
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    let request = SavepointRequest {
+        id: id.clone(),
+        path: info.path,
+        action: SavepointAction::Delete(tx),
+    };
+    let sent = s
+        .requests
+        .lock()
+        .map(|t| t.send(request).is_ok())
+        .unwrap_or(false);
+    if !sent {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the processing loop has stopped",
+        )
+            .into_response();
+    }
+    let answer = tokio::task::spawn_blocking(move || rx.recv_timeout(DELETE_TIMEOUT)).await;
+    match answer {
+        Ok(Ok(Ok(()))) => {
+            if let Ok(mut map) = s.savepoints.lock() {
+                map.remove(&id);
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(Ok(Err(e))) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("deleting savepoint {id}: {e}"),
+        )
+            .into_response(),
+        Ok(Err(_)) | Err(_) => (
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("savepoint {id} was not deleted within {DELETE_TIMEOUT:?}"),
+        )
+            .into_response(),
+    }
+}
+
 /// The router (separate so tests can call it without a socket).
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -195,7 +262,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/savepoints", post(trigger_savepoint))
-        .route("/savepoints/{id}", get(get_savepoint))
+        .route(
+            "/savepoints/{id}",
+            get(get_savepoint).delete(delete_savepoint),
+        )
         .with_state(shared)
 }
 

@@ -1,18 +1,34 @@
-//! When to take checkpoints, and taking checkpoints and savepoints of every
-//! owned partition between micro-batches (when every partition's state and
-//! offset are flushed together, so the cut is consistent).
+//! When to take checkpoints, taking checkpoints and savepoints of every owned
+//! partition between micro-batches (when every partition's state and offset are
+//! flushed together, so the cut is consistent), restoring partitions from them, and
+//! removing them (checkpoint retention, savepoint deletion).
+//!
+//! Taking one has two steps. The processing loop makes a RocksDB checkpoint of each
+//! owned partition into a staging folder beside the state (same filesystem: the
+//! table files are hard links, so this costs a memtable flush and a few small files,
+//! milliseconds per partition); a background thread then copies the staged files to
+//! the storage (folder or bucket, see [`crate::snapshot_store`]), writes the
+//! partition markers and `_complete` last, applies retention and removes the
+//! staging. The loop learns the outcome at its next [`Snapshots::maybe_checkpoint`].
+//! At most one checkpoint is copied at a time; a checkpoint that falls due while
+//! the previous one is still being copied waits for it.
 
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
-use riskpipe_crds::RiskPipelineSpec;
+use anyhow::{Context, Result, anyhow};
+use riskpipe_crds::{RiskPipelineSpec, Storage};
 
 use super::partition::PartitionWorker;
-use crate::checkpoint::{CheckpointStore, mark_complete, partition_dir};
-use crate::http::{CheckpointInfo, SavepointRequest, Shared};
+use crate::checkpoint::{
+    CHECKPOINTS, COMPLETE, checkpoint_name, checkpoints_from_keys, latest_for, partition_dir,
+    partition_marker, partition_name, retention_victims,
+};
+use crate::http::{CheckpointInfo, SavepointAction, SavepointRequest, Shared};
 use crate::metrics::WorkerMetrics;
-use crate::state::PartitionState;
+use crate::snapshot_store::{Place, SnapshotStore, s3_url, secrets_dir_from_env};
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -20,110 +36,369 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Checkpoint and savepoint settings of the pipeline.
+/// What a background copy is for.
+enum JobKind {
+    Checkpoint {
+        place: Place,
+        at_ms: i64,
+        started: Instant,
+        blocked: Duration,
+    },
+    Savepoint {
+        id: String,
+    },
+}
+
+struct Job {
+    kind: JobKind,
+    thread: JoinHandle<Result<u64>>,
+}
+
+/// Checkpoint and savepoint settings of the pipeline, and the copies under way.
 pub struct Snapshots {
-    store: Option<CheckpointStore>,
+    store: SnapshotStore,
+    /// `STORAGE/checkpoints`, when checkpoints are configured.
+    checkpoints: Option<Place>,
     savepoint_root: PathBuf,
+    staging: PathBuf,
     interval: Duration,
     min_pause: Duration,
     retain: usize,
-    last: std::cell::Cell<Option<Instant>>,
+    last_start: Cell<Instant>,
+    last_end: Cell<Option<Instant>>,
+    jobs: RefCell<Vec<Job>>,
+}
+
+/// Copies a staged snapshot into `place`: each partition's files, then its marker,
+/// then `_complete` listing the partitions.
+fn upload(store: &SnapshotStore, staged: &Path, place: &Place, partitions: &[i32]) -> Result<u64> {
+    let mut bytes = 0;
+    for p in partitions {
+        bytes += store.upload_dir(&partition_dir(staged, *p), &place.join(&partition_name(*p)))?;
+        store.put(place, &partition_marker(*p), Vec::new())?;
+    }
+    let summary: Vec<String> = partitions.iter().map(i32::to_string).collect();
+    store.put(place, COMPLETE, summary.join(",").into_bytes())?;
+    Ok(bytes)
+}
+
+/// Sets a savepoint's state in `/savepoints/{id}` from the outcome of its copy.
+fn record_savepoint(shared: &Shared, id: &str, result: Result<u64>) {
+    let (state, error) = match result {
+        Ok(bytes) => {
+            tracing::info!(%id, bytes, "savepoint completed");
+            ("completed", None)
+        }
+        Err(e) => {
+            tracing::error!(%id, error = %format!("{e:#}"), "savepoint failed");
+            ("failed", Some(format!("{e:#}")))
+        }
+    };
+    if let Ok(mut map) = shared.savepoints.lock()
+        && let Some(info) = map.get_mut(id)
+    {
+        info.state = state.to_owned();
+        info.error = error;
+    }
+}
+
+/// Removes the checkpoints that retention no longer keeps; returns how many.
+fn apply_retention(
+    store: &SnapshotStore,
+    checkpoints: &Place,
+    ordinal: u32,
+    retain: usize,
+) -> Result<usize> {
+    let keys = store.list(checkpoints)?;
+    let entries = checkpoints_from_keys(keys.iter().map(String::as_str));
+    let victims = retention_victims(&entries, ordinal, retain);
+    for name in &victims {
+        store.delete(&checkpoints.join(name))?;
+    }
+    Ok(victims.len())
 }
 
 impl Snapshots {
-    /// From `spec.checkpoints` / `spec.savepoints`. Without a checkpoint path
-    /// there are no periodic checkpoints (S3 storage is not supported yet).
-    pub fn from_spec(spec: &RiskPipelineSpec, state_dir: &Path) -> Self {
-        let store = spec
-            .checkpoints
-            .storage
-            .path
-            .as_deref()
-            .map(|p| CheckpointStore::new(Path::new(p)));
-        if spec.checkpoints.storage.s3.is_some() {
-            tracing::warn!(
-                "S3 checkpoint storage is not supported by this build; checkpoints are off"
-            );
+    /// From `spec.checkpoints` / `spec.savepoints`. The S3 credentials Secrets are read
+    /// from `RISKPIPE_SECRETS_DIR` (default `/etc/riskpipe/secrets`); a missing one
+    /// is an error here, at start.
+    pub fn from_spec(spec: &RiskPipelineSpec, state_dir: &Path) -> Result<Self> {
+        Self::with_secrets_dir(spec, state_dir, &secrets_dir_from_env())
+    }
+
+    /// As [`Snapshots::from_spec`], with the secrets folder given.
+    pub fn with_secrets_dir(
+        spec: &RiskPipelineSpec,
+        state_dir: &Path,
+        secrets_dir: &Path,
+    ) -> Result<Self> {
+        let checkpoints_kind = spec.checkpoints.storage.kind();
+        let savepoints_kind = spec.savepoints.storage.kind();
+        let mut buckets = Vec::new();
+        if let Some(Storage::S3(s3)) = checkpoints_kind {
+            buckets.push((s3, "spec.checkpoints.storage.s3"));
         }
-        let savepoint_root = spec
-            .savepoints
-            .storage
-            .path
-            .clone()
-            .map(PathBuf::from)
-            .unwrap_or_else(|| state_dir.join("savepoints"));
-        Snapshots {
+        if let Some(Storage::S3(s3)) = savepoints_kind {
+            buckets.push((s3, "spec.savepoints.storage.s3"));
+        }
+        let store = SnapshotStore::new(&buckets, secrets_dir)?;
+        let checkpoints = match checkpoints_kind {
+            Some(Storage::Path(p)) => Some(store.place(&format!(
+                "{}/{CHECKPOINTS}",
+                p.trim_end_matches('/')
+            ))?),
+            Some(Storage::S3(s3)) => Some(store.place(&format!("{}/{CHECKPOINTS}", s3_url(s3)))?),
+            None => None,
+        };
+        let savepoint_root = match savepoints_kind {
+            Some(Storage::Path(p)) => PathBuf::from(p),
+            Some(Storage::S3(s3)) => PathBuf::from(s3_url(s3)),
+            None => state_dir.join("savepoints"),
+        };
+        // Staging left by a crash is of no use: checkpoints are taken anew.
+        let staging = state_dir.join(".snapshots");
+        if staging.exists() {
+            std::fs::remove_dir_all(&staging)
+                .with_context(|| format!("removing the old staging {}", staging.display()))?;
+        }
+        Ok(Snapshots {
             store,
+            checkpoints,
             savepoint_root,
+            staging,
             interval: spec.checkpoints.interval.as_std(),
             min_pause: spec.checkpoints.min_pause.as_std(),
             retain: usize::try_from(spec.checkpoints.retain).unwrap_or(1).max(1),
-            last: std::cell::Cell::new(Some(Instant::now())),
-        }
+            last_start: Cell::new(Instant::now()),
+            last_end: Cell::new(None),
+            jobs: RefCell::new(Vec::new()),
+        })
     }
 
-    /// Where savepoints go by default.
+    /// Where savepoints go by default: a folder, or `s3://bucket/prefix`.
     pub fn savepoint_root(&self) -> &Path {
         &self.savepoint_root
     }
 
-    /// The newest checkpoint holding `partition`.
-    pub fn latest_checkpoint(&self, partition: i32) -> Option<PathBuf> {
-        self.store.as_ref().and_then(|s| s.latest_for(partition))
-    }
-
-    fn write(workers: &[PartitionWorker], dir: &Path) -> Result<u64> {
-        let mut bytes = 0;
-        for w in workers {
-            let target = partition_dir(dir, w.id);
-            w.state
-                .checkpoint_to(&target)
-                .with_context(|| format!("checkpointing partition {}", w.id))?;
-            bytes += PartitionState::folder_bytes(&target);
+    /// Restores `partition` into the database folder `to` (replacing it): from the
+    /// savepoint or checkpoint at `restore_from` (a folder or `s3://bucket/key`) when
+    /// given, else from the newest complete checkpoint that holds it. Returns where
+    /// it came from, or `None` when there is nothing to restore (the partition is
+    /// not in the savepoint, or has no checkpoint yet).
+    pub fn restore(
+        &self,
+        restore_from: Option<&Path>,
+        partition: i32,
+        to: &Path,
+    ) -> Result<Option<String>> {
+        let source = match restore_from {
+            Some(location) => {
+                let text = location.to_str().with_context(|| {
+                    format!("--restore-from {} is not UTF-8", location.display())
+                })?;
+                let place = self.store.place(text)?;
+                if self.store.exists(&place, &partition_marker(partition))? {
+                    Some(place)
+                } else {
+                    tracing::warn!(
+                        partition,
+                        from = place.url(),
+                        "the savepoint does not hold this partition; it starts without state"
+                    );
+                    None
+                }
+            }
+            None => self.latest_checkpoint_place(partition)?,
+        };
+        let Some(place) = source else {
+            return Ok(None);
+        };
+        let from = place.join(&partition_name(partition));
+        let tmp = to.with_extension("restoring");
+        for dir in [&tmp, to] {
+            if dir.exists() {
+                std::fs::remove_dir_all(dir)
+                    .with_context(|| format!("removing {}", dir.display()))?;
+            }
         }
-        let summary: Vec<String> = workers.iter().map(|w| w.id.to_string()).collect();
-        mark_complete(dir, &summary.join(","))?;
-        Ok(bytes)
+        let started = Instant::now();
+        let bytes = self
+            .store
+            .download_dir(&from, &tmp)
+            .with_context(|| format!("restoring partition {partition} from {}", from.url()))?;
+        std::fs::rename(&tmp, to)
+            .with_context(|| format!("moving {} to {}", tmp.display(), to.display()))?;
+        tracing::info!(
+            partition,
+            from = from.url(),
+            bytes,
+            ms = started.elapsed().as_millis() as u64,
+            "state restored"
+        );
+        Ok(Some(from.url().to_owned()))
     }
 
+    fn latest_checkpoint_place(&self, partition: i32) -> Result<Option<Place>> {
+        let Some(checkpoints) = &self.checkpoints else {
+            return Ok(None);
+        };
+        let keys = self.store.list(checkpoints)?;
+        let entries = checkpoints_from_keys(keys.iter().map(String::as_str));
+        Ok(latest_for(&entries, partition).map(|e| checkpoints.join(&e.name)))
+    }
+
+    /// Stages a RocksDB checkpoint of every owned partition under `staging/name`.
+    fn stage(&self, workers: &[PartitionWorker], name: &str) -> Result<(PathBuf, Vec<i32>)> {
+        let dir = self.staging.join(name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        for w in workers {
+            w.state
+                .checkpoint_to(&partition_dir(&dir, w.id))
+                .with_context(|| format!("checkpointing partition {}", w.id))?;
+        }
+        Ok((dir, workers.iter().map(|w| w.id).collect()))
+    }
+
+    fn checkpoint_pending(&self) -> bool {
+        self.jobs
+            .borrow()
+            .iter()
+            .any(|j| matches!(j.kind, JobKind::Checkpoint { .. }))
+    }
+
+    /// Stages a checkpoint and starts copying it; with `wait`, copies it on this thread.
     fn checkpoint(
         &self,
         workers: &[PartitionWorker],
         ordinal: u32,
         metrics: &WorkerMetrics,
         shared: &Shared,
+        wait: bool,
     ) -> Result<()> {
-        let Some(store) = &self.store else {
+        let Some(checkpoints) = &self.checkpoints else {
             return Ok(());
         };
         let started = Instant::now();
-        let at = now_ms();
-        let dir = store.create(ordinal, at)?;
-        let bytes = Self::write(workers, &dir)?;
-        store.retain(ordinal, self.retain)?;
-        let took = started.elapsed();
-        metrics.checkpoint_duration.set(took.as_secs_f64());
-        metrics.checkpoint_size.set(bytes as i64);
-        metrics.checkpoint_time.set(at / 1000);
-        let info = CheckpointInfo {
-            id: dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            path: dir.display().to_string(),
-            timestamp_ms: at,
-            duration_ms: took.as_millis() as u64,
-            size_bytes: bytes,
+        self.last_start.set(started);
+        let at_ms = now_ms();
+        let name = checkpoint_name(ordinal, at_ms);
+        let (staged, partitions) = self.stage(workers, &name)?;
+        let blocked = started.elapsed();
+        let place = checkpoints.join(&name);
+        let (store, target, root, retain) = (
+            self.store.clone(),
+            place.clone(),
+            checkpoints.clone(),
+            self.retain,
+        );
+        let copy = move || {
+            let result = upload(&store, &staged, &target, &partitions);
+            let _ignored = std::fs::remove_dir_all(&staged);
+            let bytes = result?;
+            match apply_retention(&store, &root, ordinal, retain) {
+                Ok(n) if n > 0 => tracing::debug!(removed = n, "checkpoint retention"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "checkpoint retention failed"),
+            }
+            Ok(bytes)
         };
-        tracing::info!(id = %info.id, bytes, ms = info.duration_ms, "checkpoint completed");
-        if let Ok(mut st) = shared.status.lock() {
-            st.last_checkpoint = Some(info);
+        let kind = JobKind::Checkpoint {
+            place,
+            at_ms,
+            started,
+            blocked,
+        };
+        if wait {
+            let result = copy();
+            self.finish(kind, result, metrics, shared)
+        } else {
+            let thread = std::thread::Builder::new()
+                .name("checkpoint-copy".to_owned())
+                .spawn(copy)
+                .context("starting the checkpoint copy thread")?;
+            self.jobs.borrow_mut().push(Job { kind, thread });
+            Ok(())
         }
-        self.last.set(Some(Instant::now()));
-        Ok(())
     }
 
-    /// Takes a checkpoint when the interval (and the minimum pause) has passed.
+    /// Records the outcome of a copy. A failed checkpoint copy is an error only when
+    /// `wait`ing (the final checkpoint); otherwise the next checkpoint tries again.
+    fn finish(
+        &self,
+        kind: JobKind,
+        result: Result<u64>,
+        metrics: &WorkerMetrics,
+        shared: &Shared,
+    ) -> Result<()> {
+        match kind {
+            JobKind::Checkpoint {
+                place,
+                at_ms,
+                started,
+                blocked,
+            } => {
+                self.last_end.set(Some(Instant::now()));
+                let bytes = result.with_context(|| format!("checkpoint {}", place.url()))?;
+                let took = started.elapsed();
+                metrics.checkpoint_duration.set(took.as_secs_f64());
+                metrics.checkpoint_size.set(bytes as i64);
+                metrics.checkpoint_time.set(at_ms / 1000);
+                let info = CheckpointInfo {
+                    id: place
+                        .url()
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    path: place.url().to_owned(),
+                    timestamp_ms: at_ms,
+                    duration_ms: took.as_millis() as u64,
+                    size_bytes: bytes,
+                };
+                tracing::info!(
+                    id = %info.id, bytes, ms = info.duration_ms,
+                    blocked_ms = blocked.as_millis() as u64, "checkpoint completed"
+                );
+                if let Ok(mut st) = shared.status.lock() {
+                    st.last_checkpoint = Some(info);
+                }
+                Ok(())
+            }
+            JobKind::Savepoint { id } => {
+                record_savepoint(shared, &id, result);
+                Ok(())
+            }
+        }
+    }
+
+    /// Records the copies that have ended; with `all`, waits for every one.
+    fn reap(&self, all: bool, metrics: &WorkerMetrics, shared: &Shared) {
+        let done: Vec<Job> = {
+            let mut jobs = self.jobs.borrow_mut();
+            let (done, running): (Vec<Job>, Vec<Job>) = jobs
+                .drain(..)
+                .partition(|j| all || j.thread.is_finished());
+            *jobs = running;
+            done
+        };
+        for job in done {
+            let result = job
+                .thread
+                .join()
+                .unwrap_or_else(|_| Err(anyhow!("the copy thread panicked")));
+            if let Err(e) = self.finish(job.kind, result, metrics, shared) {
+                metrics.errors.inc();
+                tracing::error!(error = %format!("{e:#}"), "checkpoint failed; the next one tries again");
+            }
+        }
+    }
+
+    /// Records finished copies, and starts a checkpoint when the interval has passed
+    /// since the last start, the minimum pause since the last end, and the previous
+    /// copy is done. Blocks only for staging (see the module doc).
     pub fn maybe_checkpoint(
         &self,
         workers: &[PartitionWorker],
@@ -131,17 +406,20 @@ impl Snapshots {
         metrics: &WorkerMetrics,
         shared: &Shared,
     ) -> Result<()> {
-        let due = self
-            .last
-            .get()
-            .is_none_or(|l| l.elapsed() >= self.interval.max(self.min_pause));
-        if due && self.store.is_some() {
-            self.checkpoint(workers, ordinal, metrics, shared)?;
+        self.reap(false, metrics, shared);
+        let due = self.last_start.get().elapsed() >= self.interval
+            && self
+                .last_end
+                .get()
+                .is_none_or(|e| e.elapsed() >= self.min_pause);
+        if due && self.checkpoints.is_some() && !self.checkpoint_pending() {
+            self.checkpoint(workers, ordinal, metrics, shared, false)?;
         }
         Ok(())
     }
 
-    /// The checkpoint taken on a clean shutdown.
+    /// The checkpoint taken on a clean shutdown: waits for the copies under way,
+    /// then takes one and copies it before returning.
     pub fn final_checkpoint(
         &self,
         workers: &[PartitionWorker],
@@ -149,35 +427,66 @@ impl Snapshots {
         metrics: &WorkerMetrics,
         shared: &Shared,
     ) -> Result<()> {
-        self.checkpoint(workers, ordinal, metrics, shared)
+        self.reap(true, metrics, shared);
+        self.checkpoint(workers, ordinal, metrics, shared, true)
     }
 
-    /// Writes a savepoint asked for over HTTP and records the outcome.
+    /// Carries out a savepoint request from HTTP: takes one (staged here, copied in
+    /// the background, its state updated when the copy ends) or deletes one (in the
+    /// background; the answer goes back on the request's channel).
     pub fn savepoint(
         &self,
         workers: &[PartitionWorker],
         request: &SavepointRequest,
         shared: &Shared,
     ) {
-        let dir = PathBuf::from(&request.path);
-        let result = std::fs::create_dir_all(&dir)
-            .context("creating the savepoint folder")
-            .and_then(|()| Self::write(workers, &dir));
-        let (state, error) = match result {
-            Ok(bytes) => {
-                tracing::info!(id = %request.id, path = %request.path, bytes, "savepoint completed");
-                ("completed", None)
+        match &request.action {
+            SavepointAction::Take => self.take_savepoint(workers, request, shared),
+            SavepointAction::Delete(reply) => {
+                let (store, path, answer) =
+                    (self.store.clone(), request.path.clone(), reply.clone());
+                let id = request.id.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("savepoint-delete".to_owned())
+                    .spawn(move || {
+                        let result = store.place(&path).and_then(|place| store.delete(&place));
+                        match &result {
+                            Ok(n) => tracing::info!(%id, %path, objects = n, "savepoint deleted"),
+                            Err(e) => {
+                                tracing::error!(%id, error = %format!("{e:#}"), "savepoint deletion failed");
+                            }
+                        }
+                        let _gone = answer.send(result.map(drop).map_err(|e| format!("{e:#}")));
+                    });
+                if let Err(e) = spawned {
+                    let _gone = reply.send(Err(format!("starting the delete thread: {e}")));
+                }
             }
-            Err(e) => {
-                tracing::error!(id = %request.id, error = %format!("{e:#}"), "savepoint failed");
-                ("failed", Some(format!("{e:#}")))
-            }
-        };
-        if let Ok(mut map) = shared.savepoints.lock()
-            && let Some(info) = map.get_mut(&request.id)
-        {
-            info.state = state.to_owned();
-            info.error = error;
+        }
+    }
+
+    fn take_savepoint(&self, workers: &[PartitionWorker], request: &SavepointRequest, shared: &Shared) {
+        let started = self.store.place(&request.path).and_then(|place| {
+            let (staged, partitions) = self.stage(workers, &format!("savepoint-{}", request.id))?;
+            let store = self.store.clone();
+            let thread = std::thread::Builder::new()
+                .name("savepoint-copy".to_owned())
+                .spawn(move || {
+                    let result = upload(&store, &staged, &place, &partitions);
+                    let _ignored = std::fs::remove_dir_all(&staged);
+                    result
+                })
+                .context("starting the savepoint copy thread")?;
+            Ok(thread)
+        });
+        match started {
+            Ok(thread) => self.jobs.borrow_mut().push(Job {
+                kind: JobKind::Savepoint {
+                    id: request.id.clone(),
+                },
+                thread,
+            }),
+            Err(e) => record_savepoint(shared, &request.id, Err(e)),
         }
     }
 }

@@ -1,0 +1,473 @@
+//! Helpers of the Kafka worker tests (`kafka_exactly_once`, `kafka_s3_snapshots`):
+//! topics, producing generated transactions, running the worker binary, reading
+//! outputs with read_committed, the uninterrupted reference run, and HTTP calls.
+// Each test crate uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use riskpipe_worker::engine::{
+    Engine, EngineConfig, MemoryStore, StaticDimensions, parse_transaction,
+};
+use riskpipe_worker::generator::{Generator, GeneratorConfig};
+use serde_json::Value;
+
+/// Partitions of every test topic.
+pub const PARTITIONS: i32 = 8;
+
+/// These tests each run several workers on a two-core machine: one at a time.
+pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Holds the lock of [`SERIAL`] for one test.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The test environment's Kafka bootstrap address.
+pub fn bootstrap() -> String {
+    let env = riskpipe_e2e::env::TestEnv::load().unwrap_or_else(|e| panic!("{e}"));
+    env.get("KAFKA_BOOTSTRAP")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_owned()
+}
+
+/// A name no other test run uses.
+pub fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{name}-{}-{nanos}", std::process::id())
+}
+
+/// Creates topics of [`PARTITIONS`] partitions.
+pub fn create_topics(bootstrap: &str, topics: &[&str]) {
+    let admin: AdminClient<_> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let results = rt
+        .block_on(admin.create_topics(
+            &new,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        ))
+        .expect("create topics");
+    for r in results {
+        r.expect("topic created");
+    }
+}
+
+/// Sends one record, waiting while the producer's queue is full.
+pub fn send_retrying(producer: &BaseProducer, topic: &str, key: &str, payload: &[u8]) {
+    let mut rec = BaseRecord::to(topic).key(key.as_bytes()).payload(payload);
+    loop {
+        match producer.send(rec) {
+            Ok(()) => return,
+            Err((_, back)) => {
+                rec = back;
+                producer.poll(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// Produces generated transactions keyed by user_id, plus `bad` malformed records.
+pub fn produce(bootstrap: &str, topic: &str, count: u64, bad: &[&[u8]]) -> Vec<Vec<u8>> {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .set("queue.buffering.max.messages", "500000")
+        .create()
+        .expect("producer");
+    let records: Vec<Vec<u8>> = Generator::new(GeneratorConfig {
+        users: 2_000,
+        merchants: 100,
+        rate_per_second: 0,
+        count,
+        seed: 11,
+        fraud_ratio: 0.05,
+    })
+    .map(|g| g.json)
+    .collect();
+    for r in &records {
+        let v: Value = serde_json::from_slice(r).unwrap();
+        let key = v["user_id"].to_string();
+        send_retrying(&producer, topic, &key, r);
+    }
+    for (i, b) in bad.iter().enumerate() {
+        let key = format!("bad-{i}");
+        producer
+            .send(BaseRecord::to(topic).key(key.as_bytes()).payload(*b))
+            .map_err(|(e, _)| e)
+            .expect("produce bad record");
+    }
+    producer.flush(Duration::from_secs(60)).expect("flush");
+    records
+}
+
+/// A pipeline manifest with checkpoints every second (two kept) in the folder
+/// `checkpoints`.
+pub fn manifest(
+    dir: &Path,
+    name: &str,
+    bootstrap: &str,
+    input: &str,
+    decisions: &str,
+    dead: &str,
+    checkpoints: &Path,
+) -> PathBuf {
+    let snapshots = format!(
+        "  checkpoints:\n    interval: 1s\n    minPause: 1s\n    retain: 2\n    storage:\n      path: {}\n",
+        checkpoints.display()
+    );
+    manifest_with(dir, name, bootstrap, input, decisions, dead, &snapshots)
+}
+
+/// A pipeline manifest whose `spec` ends with `snapshots` (YAML indented by two
+/// spaces: `checkpoints:` and `savepoints:`).
+pub fn manifest_with(
+    dir: &Path,
+    name: &str,
+    bootstrap: &str,
+    input: &str,
+    decisions: &str,
+    dead: &str,
+    snapshots: &str,
+) -> PathBuf {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: riskpipe.io/v1alpha1\nkind: RiskPipeline\nmetadata:\n  name: {name}\nspec:\n  source:\n    kafka:\n      bootstrapServers: \"{bootstrap}\"\n      topic: {input}\n      startupMode: earliest\n      maxBatchSize: 500\n      maxBatchDelay: 20ms\n  sinks:\n    decisions:\n      kafka:\n        topic: {decisions}\n    deadLetters:\n      kafka:\n        topic: {dead}\n{snapshots}"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A running worker process.
+pub struct Worker {
+    /// The process.
+    pub child: Child,
+}
+
+/// Starts `riskpipe-worker run` on `manifest`.
+pub fn start_worker(
+    manifest: &Path,
+    state: &Path,
+    ordinal: u32,
+    replicas: u32,
+    http: Option<&str>,
+    restore: Option<&Path>,
+) -> Worker {
+    start_worker_env(manifest, state, ordinal, replicas, http, restore, &[])
+}
+
+/// As [`start_worker`], with extra environment variables.
+pub fn start_worker_env(
+    manifest: &Path,
+    state: &Path,
+    ordinal: u32,
+    replicas: u32,
+    http: Option<&str>,
+    restore: Option<&Path>,
+    env: &[(&str, &str)],
+) -> Worker {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_riskpipe-worker"));
+    cmd.arg("run")
+        .arg("-f")
+        .arg(manifest)
+        .arg("--state-dir")
+        .arg(state)
+        .args([
+            "--ordinal",
+            &ordinal.to_string(),
+            "--replicas",
+            &replicas.to_string(),
+        ])
+        .env("RISKPIPE_LOG", "warn")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if let Some(addr) = http {
+        cmd.args(["--http-addr", addr]);
+    }
+    if let Some(sp) = restore {
+        cmd.arg("--restore-from").arg(sp);
+    }
+    Worker {
+        child: cmd.spawn().expect("start riskpipe-worker"),
+    }
+}
+
+impl Worker {
+    /// SIGKILL, then reaps the process.
+    pub fn kill9(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reap");
+    }
+
+    /// SIGTERM; asserts a clean exit within 60 s.
+    pub fn terminate(mut self) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(
+                    status.success(),
+                    "worker exited with {status} after SIGTERM"
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "worker did not stop within 60 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Reads a topic with read_committed until `want` distinct keys or the deadline;
+/// returns every record as (key, value) — duplicates included.
+pub fn read_committed(
+    bootstrap: &str,
+    topic: &str,
+    want: usize,
+    deadline: Duration,
+) -> Vec<(String, Value)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("reader"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let mut keys = std::collections::HashSet::new();
+    let end = Instant::now() + deadline;
+    let mut quiet_since = Instant::now();
+    while Instant::now() < end {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                quiet_since = Instant::now();
+                let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+                let value: Value =
+                    serde_json::from_slice(m.payload().unwrap_or_default()).expect("JSON output");
+                keys.insert(key.clone());
+                out.push((key, value));
+            }
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None if keys.len() >= want && quiet_since.elapsed() > Duration::from_secs(2) => break,
+            None => {}
+        }
+    }
+    out
+}
+
+/// What an uninterrupted run decides: the engine over each partition's records
+/// in offset order (read back from the input topic), one state per partition.
+pub fn reference(bootstrap: &str, topic: &str) -> HashMap<String, Value> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", unique("ref"))
+        .create()
+        .expect("consumer");
+    let mut by_partition: BTreeMap<i32, Vec<Vec<u8>>> = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p, Offset::Offset(low))
+            .unwrap();
+        consumer.assign(&tpl).unwrap();
+        let mut got = Vec::new();
+        while (got.len() as i64) < high - low {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_secs(5)) {
+                got.push(m.payload().unwrap_or_default().to_vec());
+            }
+        }
+        by_partition.insert(p, got);
+    }
+    let engine = Engine::new(EngineConfig {
+        pipeline: "ref".to_owned(),
+        ..EngineConfig::default()
+    });
+    let writer = riskpipe_worker::engine::DecisionWriter::new("ref", "v1");
+    let dims = StaticDimensions::default();
+    let mut out = HashMap::new();
+    for records in by_partition.values() {
+        let mut store = MemoryStore::default();
+        for r in records {
+            if let Ok(tx) = parse_transaction(r, engine.config().zone) {
+                let d = engine.decide(&tx, &dims, &mut store).unwrap();
+                out.insert(
+                    tx.transaction_id.to_string(),
+                    serde_json::from_str(&writer.to_json(&d)).unwrap(),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The decision fields compared with the reference run.
+pub const FEATURES: [&str; 12] = [
+    "txn_count_1h",
+    "txn_amount_1h",
+    "distinct_ip_24h",
+    "distinct_device_24h",
+    "small_amount_pattern",
+    "user_avg_amount_30d",
+    "user_amount_stddev_30d",
+    "merchant_avg_amount_7d",
+    "time_since_last_txn",
+    "amount_ratio_to_prev",
+    "geo_risk",
+    "final_decision",
+];
+
+/// Every reference transaction decided exactly once, with the reference's features.
+pub fn assert_exactly_once_and_equal(out: &[(String, Value)], reference: &HashMap<String, Value>) {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (k, _) in out {
+        *seen.entry(k.as_str()).or_default() += 1;
+    }
+    let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(dups.is_empty(), "duplicated decisions: {dups:?}");
+    let missing: Vec<_> = reference
+        .keys()
+        .filter(|k| !seen.contains_key(k.as_str()))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing decisions ({} of {}): {missing:?}",
+        reference.len() - seen.len().min(reference.len()),
+        reference.len()
+    );
+    assert_eq!(seen.len(), reference.len());
+    for (k, v) in out {
+        let r = &reference[k];
+        for f in FEATURES {
+            assert_eq!(
+                v[f], r[f],
+                "transaction {k}: {f} differs from an uninterrupted run"
+            );
+        }
+    }
+}
+
+/// Produces 3,000 more transactions of the same 300 users (ids unique per round).
+pub fn produce_more(bootstrap: &str, topic: &str, round: u64) {
+    // Distinct seeds per round but the same users, so windows span the rescales.
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let generator = Generator::new(GeneratorConfig {
+        users: 300,
+        merchants: 20,
+        rate_per_second: 0,
+        count: 3_000,
+        seed: 1000 + round,
+        fraud_ratio: 0.05,
+    });
+    for g in generator {
+        let v: Value = serde_json::from_slice(&g.json).unwrap();
+        // Unique ids across rounds.
+        let id = v["transaction_id"].as_i64().unwrap() + round as i64 * 1_000_000;
+        let mut v = v;
+        v["transaction_id"] = id.into();
+        // Later rounds happen later in event time.
+        let payload = serde_json::to_vec(&v).unwrap();
+        let key = v["user_id"].to_string();
+        send_retrying(&producer, topic, &key, &payload);
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One HTTP/1.1 request; returns the body (retries connecting for 30 s).
+pub fn http_raw(method: &str, addr: &str, path: &str, body: Option<&str>) -> String {
+    http_call(method, addr, path, body).1
+}
+
+/// One HTTP/1.1 request; returns the status code and the body (retries connecting
+/// for 30 s).
+pub fn http_call(method: &str, addr: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match std::net::TcpStream::connect(addr) {
+            Ok(mut s) => {
+                let body = body.unwrap_or("");
+                write!(
+                    s,
+                    "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .unwrap();
+                let mut text = String::new();
+                s.read_to_string(&mut text).unwrap();
+                let status = text
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                let body = text
+                    .split_once("\r\n\r\n")
+                    .map(|(_, b)| b.to_owned())
+                    .unwrap_or_default();
+                return (status, body);
+            }
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Err(e) => panic!("connecting to {addr}: {e}"),
+        }
+    }
+}
+
+/// One HTTP request whose answer is JSON.
+pub fn http_json(method: &str, addr: &str, path: &str, body: Option<&str>) -> Value {
+    let text = http_raw(method, addr, path, body);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {path}: {e}: {text}"))
+}
+
+/// `GET path` as text.
+pub fn http_text(addr: &str, path: &str) -> String {
+    http_raw("GET", addr, path, None)
+}
