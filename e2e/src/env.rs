@@ -15,6 +15,16 @@ pub mod keys {
     pub const KUBECONFIG: &str = "KUBECONFIG";
     /// `host:port` of the Kafka broker.
     pub const KAFKA_BOOTSTRAP: &str = "KAFKA_BOOTSTRAP";
+    /// `host:port` of the second Kafka broker, whose only listener is SASL_SSL.
+    pub const KAFKA_SECURE_BOOTSTRAP: &str = "KAFKA_SECURE_BOOTSTRAP";
+    /// PEM file of the CA that signed the SASL_SSL broker's certificate.
+    pub const KAFKA_SECURE_CA: &str = "KAFKA_SECURE_CA";
+    /// SASL mechanism of the SASL_SSL broker (`SCRAM-SHA-512`).
+    pub const KAFKA_SECURE_MECHANISM: &str = "KAFKA_SECURE_MECHANISM";
+    /// A SASL user of the SASL_SSL broker.
+    pub const KAFKA_SECURE_USERNAME: &str = "KAFKA_SECURE_USERNAME";
+    /// That user's password (random per environment start).
+    pub const KAFKA_SECURE_PASSWORD: &str = "KAFKA_SECURE_PASSWORD";
     /// `mysql://user:password@host:port/db` of the MariaDB test database.
     pub const MARIADB_URL: &str = "MARIADB_URL";
     /// `postgres://user:password@host:port/db` of the PostgreSQL test database.

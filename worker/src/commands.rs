@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use riskpipe_crds::{RiskPipeline, Sink, SinkSpec, Source, SourceSpec};
@@ -43,6 +44,8 @@ pub struct RunArgs {
     pub http_addr: Option<std::net::SocketAddr>,
     /// Savepoint to restore from (Kafka mode).
     pub restore_from: Option<PathBuf>,
+    /// Folder of mounted Secrets (`secrets::SecretsDir`).
+    pub secrets_dir: PathBuf,
 }
 
 /// Options of `riskpipe-worker replay`.
@@ -242,6 +245,13 @@ fn run_kafka(
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating the state folder {}", state_dir.display()))?;
     let dims = dimensions_of(pipeline, base)?;
+    let secrets = crate::secrets::SecretsDir::new(&args.secrets_dir);
+    let security = crate::kafka::clients::KafkaSecurity::load(source, &secrets)?;
+    if !security.is_empty() {
+        let names: Vec<&str> = security.property_names().collect();
+        tracing::info!(properties = ?names, "Kafka TLS/SASL settings loaded");
+        crate::kafka::clients::check_access(source, &security, Duration::from_secs(30))?;
+    }
     crate::kafka::run(
         pipeline,
         source,
@@ -252,6 +262,7 @@ fn run_kafka(
             state_dir,
             http_addr: args.http_addr,
             restore_from: args.restore_from.clone(),
+            security,
         },
         stop_flag()?,
     )

@@ -1,6 +1,7 @@
 //! The riskpipe worker: the data plane around the engine — sources, state in
 //! RocksDB, outputs, and local mode.
 
+pub mod audit;
 pub mod checkpoint;
 pub mod commands;
 pub mod dims_csv;
@@ -12,6 +13,7 @@ pub mod metrics;
 pub mod output;
 pub mod pipeline_config;
 pub mod report;
+pub mod secrets;
 pub mod source;
 pub mod state;
 

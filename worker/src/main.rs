@@ -45,6 +45,9 @@ enum Command {
         /// Restore partitions without local state from this savepoint folder.
         #[arg(long)]
         restore_from: Option<PathBuf>,
+        /// Folder of mounted Secrets, one sub-folder per Secret with one file per key.
+        #[arg(long, env = "RISKPIPE_SECRETS_DIR", default_value = riskpipe_worker::secrets::DEFAULT_SECRETS_DIR)]
+        secrets_dir: PathBuf,
     },
     /// Backtest: decide every transaction of a JSONL file against CSV dimension tables.
     Replay {
@@ -91,6 +94,7 @@ fn main() -> ExitCode {
             replicas,
             http_addr,
             restore_from,
+            secrets_dir,
         } => commands::run(&RunArgs {
             manifest,
             state_dir,
@@ -101,6 +105,7 @@ fn main() -> ExitCode {
             replicas,
             http_addr,
             restore_from,
+            secrets_dir,
         })
         .map(drop),
         Command::Replay {

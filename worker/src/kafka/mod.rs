@@ -50,6 +50,8 @@ pub struct KafkaArgs {
     pub http_addr: Option<SocketAddr>,
     /// Savepoint to restore partitions from when they have no local state.
     pub restore_from: Option<PathBuf>,
+    /// TLS/SASL settings of every Kafka client (`spec.source.kafka.securitySecretRef`).
+    pub security: clients::KafkaSecurity,
 }
 
 fn topic_partitions(consumer: &BaseConsumer, topic: &str) -> Result<i32> {
@@ -150,7 +152,7 @@ pub fn run(
             .with_context(|| format!("binding the HTTP endpoint {addr}"))?;
     }
 
-    let consumer: BaseConsumer = clients::consumer_config(source, &group_id)
+    let consumer: BaseConsumer = clients::consumer_config(source, &group_id, &args.security)
         .create()
         .context("creating the Kafka consumer")?;
     let partition_count = topic_partitions(&consumer, &source.topic)?;
@@ -183,7 +185,7 @@ pub fn run(
         workers.push(worker);
     }
     for w in &mut workers {
-        w.catch_up(source, &group_id, &engine, dims.as_ref())
+        w.catch_up(source, &group_id, &args.security, &engine, dims.as_ref())
             .with_context(|| format!("catching up partition {}", w.id))?;
     }
 

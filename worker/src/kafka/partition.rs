@@ -113,6 +113,7 @@ impl PartitionWorker {
         let producer: BaseProducer = clients::producer_config(
             source,
             &clients::transactional_id(pipeline, &source.topic, id),
+            &args.security,
         )
         .create()
         .context("creating the transactional producer")?;
@@ -148,6 +149,7 @@ impl PartitionWorker {
         &mut self,
         source: &KafkaSource,
         group_id: &str,
+        security: &clients::KafkaSecurity,
         engine: &Engine,
         dims: &dyn Dimensions,
     ) -> Result<()> {
@@ -169,7 +171,7 @@ impl PartitionWorker {
             to,
             "replaying into state (no output)"
         );
-        let consumer: BaseConsumer = clients::consumer_config(source, group_id)
+        let consumer: BaseConsumer = clients::consumer_config(source, group_id, security)
             .create()
             .context("creating the catch-up consumer")?;
         let mut tpl = TopicPartitionList::new();
