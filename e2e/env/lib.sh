@@ -34,6 +34,8 @@ kafka_version() { sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$E2
 # The second, SASL_SSL-only Kafka (parts/kafka-secure.sh).
 : "${KAFKA_SECURE_PORT:=19094}"
 : "${KAFKA_SECURE_CONTROLLER_PORT:=19095}"
+# The S3-compatible object store (parts/s3.sh).
+: "${S3_PORT:=19900}"
 : "${MARIADB_PORT:=13306}"
 : "${POSTGRES_PORT:=15432}"
 : "${PODRUNNER_NODE:=riskpipe-e2e-node}"
@@ -135,7 +137,7 @@ env_apt_install() {
 # the holder and the variable that moves the port.
 check_ports_free() {
   local var port busy=()
-  for var in ETCD_PORT ETCD_PEER_PORT APISERVER_PORT KCM_PORT KAFKA_PORT KAFKA_CONTROLLER_PORT KAFKA_SECURE_PORT KAFKA_SECURE_CONTROLLER_PORT MARIADB_PORT POSTGRES_PORT; do
+  for var in ETCD_PORT ETCD_PEER_PORT APISERVER_PORT KCM_PORT KAFKA_PORT KAFKA_CONTROLLER_PORT KAFKA_SECURE_PORT KAFKA_SECURE_CONTROLLER_PORT S3_PORT MARIADB_PORT POSTGRES_PORT; do
     port="${!var}"
     if tcp_open 127.0.0.1 "$port"; then
       local holder

@@ -25,6 +25,16 @@ pub mod keys {
     pub const KAFKA_SECURE_USERNAME: &str = "KAFKA_SECURE_USERNAME";
     /// That user's password (random per environment start).
     pub const KAFKA_SECURE_PASSWORD: &str = "KAFKA_SECURE_PASSWORD";
+    /// `http://host:port` of the S3-compatible object store (s3s-fs, path-style).
+    pub const S3_ENDPOINT: &str = "S3_ENDPOINT";
+    /// A bucket of that store that tests may write into (under unique prefixes).
+    pub const S3_BUCKET: &str = "S3_BUCKET";
+    /// The region the store's clients sign for.
+    pub const S3_REGION: &str = "S3_REGION";
+    /// Access key id of the store's test credentials.
+    pub const S3_ACCESS_KEY_ID: &str = "S3_ACCESS_KEY_ID";
+    /// Secret access key of the store's test credentials.
+    pub const S3_SECRET_ACCESS_KEY: &str = "S3_SECRET_ACCESS_KEY";
     /// `mysql://user:password@host:port/db` of the MariaDB test database.
     pub const MARIADB_URL: &str = "MARIADB_URL";
     /// `postgres://user:password@host:port/db` of the PostgreSQL test database.

@@ -123,7 +123,7 @@ pub fn checkpoints_from_keys<'a>(keys: impl IntoIterator<Item = &'a str>) -> Vec
         }
     }
     let mut entries: Vec<CheckpointEntry> = by_name.into_values().collect();
-    entries.sort_by(|a, b| (a.millis, a.ordinal).cmp(&(b.millis, b.ordinal)));
+    entries.sort_by_key(|e| (e.millis, e.ordinal));
     entries
 }
 
@@ -230,8 +230,14 @@ mod tests {
         // Partition 2's files are there but its marker is not: not restorable.
         assert_eq!(entries[0].partitions, BTreeSet::from([0]));
         assert!(entries[0].complete && entries[1].complete && !entries[2].complete);
-        assert_eq!(latest_for(&entries, 0).unwrap().name, "chk-0000000001000-w0");
-        assert_eq!(latest_for(&entries, 1).unwrap().name, "chk-0000000002000-w1");
+        assert_eq!(
+            latest_for(&entries, 0).unwrap().name,
+            "chk-0000000001000-w0"
+        );
+        assert_eq!(
+            latest_for(&entries, 1).unwrap().name,
+            "chk-0000000002000-w1"
+        );
         assert_eq!(latest_for(&entries, 2), None);
     }
 
@@ -254,8 +260,14 @@ mod tests {
             list.push(format!("{name}/{COMPLETE}"));
         }
         // An upload of worker 0 that died, and one of worker 1 still under way.
-        list.push(format!("{}/partition-0000/CURRENT", checkpoint_name(0, 2_500)));
-        list.push(format!("{}/partition-0001/CURRENT", checkpoint_name(1, 4_500)));
+        list.push(format!(
+            "{}/partition-0000/CURRENT",
+            checkpoint_name(0, 2_500)
+        ));
+        list.push(format!(
+            "{}/partition-0001/CURRENT",
+            checkpoint_name(1, 4_500)
+        ));
         let entries = checkpoints_from_keys(list.iter().map(String::as_str));
         let mut victims = retention_victims(&entries, 0, 2);
         victims.sort();

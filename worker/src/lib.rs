@@ -14,6 +14,7 @@ pub mod output;
 pub mod pipeline_config;
 pub mod report;
 pub mod secrets;
+pub mod snapshot_store;
 pub mod source;
 pub mod state;
 

@@ -248,7 +248,9 @@ impl SnapshotStore {
                 Ok(Place {
                     store: Arc::clone(store),
                     base: Key::from(key.as_str()),
-                    url: format!("s3://{bucket}/{key}").trim_end_matches('/').to_owned(),
+                    url: format!("s3://{bucket}/{key}")
+                        .trim_end_matches('/')
+                        .to_owned(),
                 })
             }
             Location::Folder(dir) => {
@@ -283,7 +285,10 @@ impl SnapshotStore {
         }
         self.runtime.block_on(async {
             let sizes: Vec<u64> = futures::stream::iter(files.iter().map(|file| async move {
-                let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                let name = file
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .unwrap_or_default();
                 upload_file(&to.store, file, &under(&to.base, name))
                     .await
                     .with_context(|| format!("uploading {} to {}/{name}", file.display(), to.url))
@@ -298,7 +303,11 @@ impl SnapshotStore {
     /// Writes a small object `name` inside `place`.
     pub fn put(&self, place: &Place, name: &str, bytes: Vec<u8>) -> Result<()> {
         self.runtime
-            .block_on(place.store.put(&under(&place.base, name), PutPayload::from(bytes)))
+            .block_on(
+                place
+                    .store
+                    .put(&under(&place.base, name), PutPayload::from(bytes)),
+            )
             .with_context(|| format!("writing {}/{name}", place.url))?;
         Ok(())
     }
@@ -383,7 +392,8 @@ async fn upload_file(store: &Arc<dyn ObjectStore>, file: &Path, key: &Key) -> Re
         store.put(key, PutPayload::from(bytes)).await?;
         return Ok(size);
     }
-    let mut upload = WriteMultipart::new_with_chunk_size(store.put_multipart(key).await?, PART_BYTES);
+    let mut upload =
+        WriteMultipart::new_with_chunk_size(store.put_multipart(key).await?, PART_BYTES);
     let mut buf = vec![0u8; PART_BYTES];
     let result: Result<()> = async {
         loop {
@@ -491,7 +501,9 @@ mod tests {
         std::fs::write(dir.path().join("s3-creds/accessKeyId"), "id\n").unwrap();
         let err = format!(
             "{:#}",
-            SnapshotStore::new(&[(&s3, field)], dir.path()).err().unwrap()
+            SnapshotStore::new(&[(&s3, field)], dir.path())
+                .err()
+                .unwrap()
         );
         assert!(err.contains("secretAccessKey"), "{err}");
         std::fs::write(dir.path().join("s3-creds/secretAccessKey"), "pw\n").unwrap();
@@ -511,7 +523,10 @@ mod tests {
             .place(dir.path().join("storage").to_str().unwrap())
             .unwrap();
         let snap = root.join("chk-1/partition-0003");
-        assert_eq!(store.upload_dir(&src, &snap).unwrap(), big.len() as u64 + 16);
+        assert_eq!(
+            store.upload_dir(&src, &snap).unwrap(),
+            big.len() as u64 + 16
+        );
         store
             .put(&root.join("chk-1"), "partition-0003.complete", Vec::new())
             .unwrap();

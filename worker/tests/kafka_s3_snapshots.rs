@@ -258,9 +258,18 @@ fn savepoint_in_s3_restores_three_workers_from_two_and_delete_removes_one() {
     let (code, body) = http_call("DELETE", addr, &format!("/savepoints/{id}"), None);
     assert_eq!(code, 204, "{body}");
     assert!(bucket.list(&id).is_empty(), "{:?}", bucket.list(&id));
-    assert_eq!(http_call("GET", addr, &format!("/savepoints/{id}"), None).0, 404);
-    assert_eq!(http_call("DELETE", addr, &format!("/savepoints/{id}"), None).0, 404);
-    assert_eq!(http_call("DELETE", addr, "/savepoints/sp-unknown", None).0, 404);
+    assert_eq!(
+        http_call("GET", addr, &format!("/savepoints/{id}"), None).0,
+        404
+    );
+    assert_eq!(
+        http_call("DELETE", addr, &format!("/savepoints/{id}"), None).0,
+        404
+    );
+    assert_eq!(
+        http_call("DELETE", addr, "/savepoints/sp-unknown", None).0,
+        404
+    );
     // The restored-from savepoint is untouched.
     assert!(!bucket.list("payments/savepoint-1").is_empty());
     for (w, _) in three {

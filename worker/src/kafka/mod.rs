@@ -131,7 +131,7 @@ pub fn run(
 
     let mut registry = Registry::default();
     let metrics = Arc::new(WorkerMetrics::register(&mut registry));
-    let snapshots = Snapshots::from_spec(spec, &args.state_dir);
+    let snapshots = Snapshots::from_spec(spec, &args.state_dir)?;
     let (tx, requests) = mpsc::channel();
     let shared = Arc::new(Shared {
         status: Mutex::new(WorkerStatus {

@@ -17,7 +17,7 @@ use riskpipe_engine::{DecisionWriter, Engine, parse_transaction};
 use super::KafkaArgs;
 use super::clients;
 use super::snapshots::Snapshots;
-use crate::checkpoint::{partition_dir, restore_partition};
+use crate::checkpoint::partition_dir;
 use crate::http::Shared;
 use crate::metrics::{DecisionLabel, KindLabel, PartitionLabel, WorkerMetrics};
 use crate::output::DeadLetter;
@@ -99,14 +99,7 @@ impl PartitionWorker {
     ) -> Result<Self> {
         let dir = partition_dir(&args.state_dir, id);
         if !dir.join("CURRENT").exists() {
-            let from = match &args.restore_from {
-                Some(sp) => Some(partition_dir(sp, id)).filter(|p| p.is_dir()),
-                None => snapshots.latest_checkpoint(id),
-            };
-            if let Some(from) = from {
-                tracing::info!(partition = id, from = %from.display(), "restoring state");
-                restore_partition(&from, &dir)?;
-            }
+            snapshots.restore(args.restore_from.as_deref(), id, &dir)?;
         }
         let state = PartitionState::open(&dir, CACHE_ENTRIES)?;
         let state_offset = offset_meta(&state)?;

@@ -143,10 +143,9 @@ impl Snapshots {
         }
         let store = SnapshotStore::new(&buckets, secrets_dir)?;
         let checkpoints = match checkpoints_kind {
-            Some(Storage::Path(p)) => Some(store.place(&format!(
-                "{}/{CHECKPOINTS}",
-                p.trim_end_matches('/')
-            ))?),
+            Some(Storage::Path(p)) => {
+                Some(store.place(&format!("{}/{CHECKPOINTS}", p.trim_end_matches('/')))?)
+            }
             Some(Storage::S3(s3)) => Some(store.place(&format!("{}/{CHECKPOINTS}", s3_url(s3)))?),
             None => None,
         };
@@ -378,9 +377,8 @@ impl Snapshots {
     fn reap(&self, all: bool, metrics: &WorkerMetrics, shared: &Shared) {
         let done: Vec<Job> = {
             let mut jobs = self.jobs.borrow_mut();
-            let (done, running): (Vec<Job>, Vec<Job>) = jobs
-                .drain(..)
-                .partition(|j| all || j.thread.is_finished());
+            let (done, running): (Vec<Job>, Vec<Job>) =
+                jobs.drain(..).partition(|j| all || j.thread.is_finished());
             *jobs = running;
             done
         };
@@ -465,7 +463,12 @@ impl Snapshots {
         }
     }
 
-    fn take_savepoint(&self, workers: &[PartitionWorker], request: &SavepointRequest, shared: &Shared) {
+    fn take_savepoint(
+        &self,
+        workers: &[PartitionWorker],
+        request: &SavepointRequest,
+        shared: &Shared,
+    ) {
         let started = self.store.place(&request.path).and_then(|place| {
             let (staged, partitions) = self.stage(workers, &format!("savepoint-{}", request.id))?;
             let store = self.store.clone();

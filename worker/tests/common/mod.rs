@@ -203,7 +203,11 @@ pub fn start_worker_env(
             "--replicas",
             &replicas.to_string(),
         ])
-        .env("RISKPIPE_LOG", "warn")
+        // RISKPIPE_TEST_WORKER_LOG=info shows the workers' progress (checkpoints, restores).
+        .env(
+            "RISKPIPE_LOG",
+            std::env::var("RISKPIPE_TEST_WORKER_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        )
         .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
