@@ -26,20 +26,20 @@ use object_store::path::Path as Key;
 use object_store::{
     ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart,
 };
-use riskpipe_crds::{S3Storage, SecretRef};
+use riskpipe_crds::S3Storage;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::secrets::{DEFAULT_SECRETS_DIR, SECRETS_DIR_ENV, SecretsDir};
 
 /// Files moved at once.
 const PARALLEL: usize = 8;
 /// Files above this size go up in parts of this size.
 const PART_BYTES: usize = 8 * 1024 * 1024;
-/// The folder of mounted Secrets when `RISKPIPE_SECRETS_DIR` is not set.
-pub const DEFAULT_SECRETS_DIR: &str = "/etc/riskpipe/secrets";
-
 /// The folder of mounted Secrets: `RISKPIPE_SECRETS_DIR` (which `--secrets-dir`
-/// also reads), else [`DEFAULT_SECRETS_DIR`].
+/// also reads), else [`DEFAULT_SECRETS_DIR`]. For callers that are not handed the
+/// `--secrets-dir` value.
 pub fn secrets_dir_from_env() -> PathBuf {
-    std::env::var_os("RISKPIPE_SECRETS_DIR")
+    std::env::var_os(SECRETS_DIR_ENV)
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SECRETS_DIR))
 }
@@ -51,37 +51,6 @@ pub fn s3_url(s3: &S3Storage) -> String {
         format!("s3://{}", s3.bucket)
     } else {
         format!("s3://{}/{prefix}", s3.bucket)
-    }
-}
-
-/// Reads one key of a mounted Secret; `None` when the key is optional and absent.
-/// Errors name the Secret, the key, the folder and the manifest field, never a value.
-fn secret_key(
-    dir: &Path,
-    secret: &SecretRef,
-    key: &str,
-    field: &str,
-    optional: bool,
-) -> Result<Option<String>> {
-    let folder = dir.join(&secret.name);
-    if !folder.is_dir() {
-        bail!(
-            "Secret '{}' ({field}) is not mounted: folder {} is missing",
-            secret.name,
-            folder.display()
-        );
-    }
-    let file = folder.join(key);
-    match std::fs::read_to_string(&file) {
-        Ok(text) => Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned())),
-        Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| {
-            format!(
-                "Secret '{}' ({field}) has no readable key '{key}' ({})",
-                secret.name,
-                file.display()
-            )
-        }),
     }
 }
 
@@ -111,14 +80,15 @@ fn s3_client(s3: &S3Storage, secrets_dir: &Path, field: &str) -> Result<Arc<dyn 
     }
     if let Some(secret) = &s3.credentials_secret_ref {
         let field = format!("{field}.credentialsSecretRef");
-        let key = |k, optional| secret_key(secrets_dir, secret, k, &field, optional);
-        let id = key("accessKeyId", false)?.unwrap_or_default();
-        let password = key("secretAccessKey", false)?.unwrap_or_default();
+        let folder = SecretsDir::new(secrets_dir).secret(secret, &field)?;
+        let id = folder.read("accessKeyId")?;
+        let password = folder.read("secretAccessKey")?;
         builder = builder
-            .with_access_key_id(id)
-            .with_secret_access_key(password);
-        if let Some(token) = key("sessionToken", true)? {
-            builder = builder.with_token(token);
+            .with_access_key_id(id.trimmed_str("accessKeyId")?)
+            .with_secret_access_key(password.trimmed_str("secretAccessKey")?);
+        if folder.keys()?.iter().any(|k| k == "sessionToken") {
+            let token = folder.read("sessionToken")?;
+            builder = builder.with_token(token.trimmed_str("sessionToken")?);
         }
     }
     let client = builder
@@ -437,6 +407,7 @@ async fn download_file(store: &Arc<dyn ObjectStore>, key: &Key, to: &Path) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use riskpipe_crds::SecretRef;
 
     fn store() -> SnapshotStore {
         SnapshotStore::new(&[], Path::new("/nonexistent")).unwrap()
