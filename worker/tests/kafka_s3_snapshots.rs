@@ -276,3 +276,52 @@ fn savepoint_in_s3_restores_three_workers_from_two_and_delete_removes_one() {
         w.terminate();
     }
 }
+
+#[test]
+fn restore_from_an_empty_s3_location_is_a_clear_error() {
+    let _serial = serial();
+    let bootstrap = bootstrap();
+    let bucket = Bucket::new(&unique("none"));
+    let (input, decisions, dead) = (unique("tx"), unique("decisions"), unique("dead"));
+    create_topics(&bootstrap, &[&input, &decisions, &dead]);
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest_with(
+        dir.path(),
+        &unique("s3none"),
+        &bootstrap,
+        &input,
+        &decisions,
+        &dead,
+        &bucket.snapshots_yaml(),
+    );
+    let missing = bucket.url("payments/savepoint-never-taken");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_riskpipe-worker"))
+        .args(["run", "-f"])
+        .arg(&m)
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .args([
+            "--ordinal",
+            "0",
+            "--replicas",
+            "1",
+            "--restore-from",
+            &missing,
+        ])
+        .envs(bucket.env())
+        .env("RISKPIPE_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start riskpipe-worker");
+    let status = wait_for("the worker to exit", Duration::from_secs(90), || {
+        child.try_wait().expect("wait")
+    });
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&missing) && stderr.contains("no savepoint or checkpoint there"),
+        "{stderr}"
+    );
+}

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use riskpipe_crds::{RiskPipelineSpec, Storage};
 
 use super::partition::PartitionWorker;
@@ -28,7 +28,7 @@ use crate::checkpoint::{
 };
 use crate::http::{CheckpointInfo, SavepointAction, SavepointRequest, Shared};
 use crate::metrics::WorkerMetrics;
-use crate::snapshot_store::{Place, SnapshotStore, s3_url, secrets_dir_from_env};
+use crate::snapshot_store::{Location, Place, SnapshotStore, s3_url, secrets_dir_from_env};
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -195,9 +195,19 @@ impl Snapshots {
                 let text = location.to_str().with_context(|| {
                     format!("--restore-from {} is not UTF-8", location.display())
                 })?;
+                if let Location::Folder(dir) = Location::parse(text)?
+                    && !dir.is_dir()
+                {
+                    bail!("--restore-from {text}: no such folder");
+                }
                 let place = self.store.place(text)?;
                 if self.store.exists(&place, &partition_marker(partition))? {
                     Some(place)
+                } else if !self.store.exists(&place, COMPLETE)? {
+                    bail!(
+                        "--restore-from {text}: no savepoint or checkpoint there \
+                         (no {COMPLETE} marker was ever written)"
+                    );
                 } else {
                     tracing::warn!(
                         partition,

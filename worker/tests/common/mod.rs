@@ -222,6 +222,16 @@ pub fn start_worker_env(
     }
 }
 
+/// A worker still running when its test panics is killed, not left behind.
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Worker {
     /// SIGKILL, then reaps the process.
     pub fn kill9(mut self) {
