@@ -243,38 +243,51 @@ fn savepoint_in_s3_restores_three_workers_from_two_and_delete_removes_one() {
 
     // Three workers with fresh local folders restore from it.
     produce_more(&bootstrap, &input, 1);
-    let three = start(3, "three", Some(Path::new(&savepoint)));
+    let mut three = start(3, "three", Some(Path::new(&savepoint)));
     let out = read_committed(&bootstrap, &decisions, 6_000, Duration::from_secs(180));
     assert_exactly_once_and_equal(&out, &reference(&bootstrap, &input));
 
-    // A savepoint to the default location (the savepoint storage's prefix), then
-    // DELETE removes it from the bucket.
-    let addr = &three[0].1;
-    let created: Value = http_json("POST", addr, "/savepoints", Some("{}"));
+    // A savepoint to the default location (the savepoint storage's prefix); the
+    // worker is killed and restarted (it remembers the savepoint in its state
+    // folder), then DELETE removes it from the bucket.
+    let (w0, addr) = three.remove(0);
+    let created: Value = http_json("POST", &addr, "/savepoints", Some("{}"));
     let id = created["id"].as_str().unwrap().to_owned();
     assert_eq!(created["path"], bucket.url(&id).as_str(), "{created}");
-    wait_savepoint(addr, &id);
+    wait_savepoint(&addr, &id);
     assert!(!bucket.list(&id).is_empty());
-    let (code, body) = http_call("DELETE", addr, &format!("/savepoints/{id}"), None);
+    w0.kill9();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let state = dir.path().join("state-three-w0");
+    let restore = Some(Path::new(&savepoint));
+    let w0 = start_worker_env(&m, &state, 0, 3, Some(&addr), restore, &env);
+    let path = format!("/savepoints/{id}");
+    wait_for(
+        "the savepoint known after the restart",
+        Duration::from_secs(60),
+        || {
+            let (code, body) = http_call("GET", &addr, &path, None);
+            (code == 200).then(|| assert!(body.contains("completed"), "{body}"))
+        },
+    );
+    let (code, body) = http_call("DELETE", &addr, &path, None);
     assert_eq!(code, 204, "{body}");
     assert!(bucket.list(&id).is_empty(), "{:?}", bucket.list(&id));
+    assert_eq!(http_call("GET", &addr, &path, None).0, 404);
+    assert_eq!(http_call("DELETE", &addr, &path, None).0, 404);
     assert_eq!(
-        http_call("GET", addr, &format!("/savepoints/{id}"), None).0,
+        http_call("DELETE", &addr, "/savepoints/sp-unknown", None).0,
         404
     );
-    assert_eq!(
-        http_call("DELETE", addr, &format!("/savepoints/{id}"), None).0,
-        404
-    );
-    assert_eq!(
-        http_call("DELETE", addr, "/savepoints/sp-unknown", None).0,
-        404
-    );
+    three.insert(0, (w0, addr));
     // The restored-from savepoint is untouched.
     assert!(!bucket.list("payments/savepoint-1").is_empty());
     for (w, _) in three {
         w.terminate();
     }
+    // Still exactly once after the kill and restart.
+    let out = read_committed(&bootstrap, &decisions, 6_000, Duration::from_secs(60));
+    assert_exactly_once_and_equal(&out, &reference(&bootstrap, &input));
 }
 
 #[test]

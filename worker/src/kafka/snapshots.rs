@@ -14,6 +14,7 @@
 //! the previous one is still being copied waits for it.
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -26,7 +27,7 @@ use crate::checkpoint::{
     CHECKPOINTS, COMPLETE, checkpoint_name, checkpoints_from_keys, latest_for, partition_dir,
     partition_marker, partition_name, retention_victims,
 };
-use crate::http::{CheckpointInfo, SavepointAction, SavepointRequest, Shared};
+use crate::http::{CheckpointInfo, SavepointAction, SavepointInfo, SavepointRequest, Shared};
 use crate::metrics::WorkerMetrics;
 use crate::snapshot_store::{Location, Place, SnapshotStore, s3_url, secrets_dir_from_env};
 
@@ -67,6 +68,11 @@ pub struct Snapshots {
     last_start: Cell<Instant>,
     last_end: Cell<Option<Instant>>,
     jobs: RefCell<Vec<Job>>,
+    /// `STATE/savepoints.json`: the savepoints this worker took, so that
+    /// `GET`/`DELETE /savepoints/{id}` still know them after a restart.
+    registry_file: PathBuf,
+    /// The registry as last written; `None` until it was read at start.
+    registry: RefCell<Option<BTreeMap<String, SavepointInfo>>>,
 }
 
 /// Copies a staged snapshot into `place`: each partition's files, then its marker,
@@ -171,6 +177,8 @@ impl Snapshots {
             last_start: Cell::new(Instant::now()),
             last_end: Cell::new(None),
             jobs: RefCell::new(Vec::new()),
+            registry_file: state_dir.join("savepoints.json"),
+            registry: RefCell::new(None),
         })
     }
 
@@ -404,6 +412,45 @@ impl Snapshots {
         }
     }
 
+    /// Keeps `savepoints.json` equal to `/savepoints`: on the first call, adds the
+    /// savepoints of earlier runs (one still being written then has failed); after
+    /// that, writes the file when the savepoints changed.
+    fn sync_registry(&self, shared: &Shared) {
+        let mut last = self.registry.borrow_mut();
+        let Ok(mut map) = shared.savepoints.lock() else {
+            return;
+        };
+        if last.is_none() {
+            let saved: BTreeMap<String, SavepointInfo> = std::fs::read(&self.registry_file)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            for (id, mut info) in saved {
+                if info.state == "in_progress" {
+                    info.state = "failed".to_owned();
+                    info.error = Some("the worker stopped while writing it".to_owned());
+                }
+                map.entry(id).or_insert(info);
+            }
+        }
+        if last.as_ref() == Some(&*map) {
+            return;
+        }
+        let tmp = self.registry_file.with_extension("json.tmp");
+        let written = serde_json::to_vec_pretty(&*map)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| std::fs::write(&tmp, bytes))
+            .and_then(|()| std::fs::rename(&tmp, &self.registry_file));
+        if let Err(e) = written {
+            tracing::warn!(
+                file = %self.registry_file.display(), error = %e,
+                "cannot record the savepoints; they are forgotten on restart"
+            );
+        }
+        // Tried once per change, not on every loop.
+        *last = Some(map.clone());
+    }
+
     /// Records finished copies, and starts a checkpoint when the interval has passed
     /// since the last start, the minimum pause since the last end, and the previous
     /// copy is done. Blocks only for staging (see the module doc).
@@ -415,6 +462,7 @@ impl Snapshots {
         shared: &Shared,
     ) -> Result<()> {
         self.reap(false, metrics, shared);
+        self.sync_registry(shared);
         let due = self.last_start.get().elapsed() >= self.interval
             && self
                 .last_end
@@ -436,6 +484,7 @@ impl Snapshots {
         shared: &Shared,
     ) -> Result<()> {
         self.reap(true, metrics, shared);
+        self.sync_registry(shared);
         self.checkpoint(workers, ordinal, metrics, shared, true)
     }
 
