@@ -552,3 +552,95 @@ impl Snapshots {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use riskpipe_crds::{SourceSpec, StorageSpec};
+
+    fn stage(root: &Path, tag: &str, partitions: &[i32]) -> PathBuf {
+        let staged = root.join(format!("staged-{tag}"));
+        for p in partitions {
+            let dir = partition_dir(&staged, *p);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("CURRENT"), format!("{tag}/{p}")).unwrap();
+            std::fs::write(dir.join("000009.sst"), vec![7u8; 1000]).unwrap();
+        }
+        staged
+    }
+
+    #[test]
+    fn folder_checkpoints_listing_retention_and_restore() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = dir.path().join("storage");
+        let mut spec = RiskPipelineSpec::with_source(SourceSpec::kafka());
+        spec.checkpoints.storage = StorageSpec::path(storage.to_str().unwrap());
+        spec.checkpoints.retain = 2;
+        let state = dir.path().join("state");
+        let snaps = Snapshots::with_secrets_dir(&spec, &state, dir.path()).unwrap();
+        let root = snaps.checkpoints.clone().unwrap();
+        assert_eq!(root.url(), storage.join("checkpoints").to_str().unwrap());
+        for millis in [1_000, 2_000, 3_000] {
+            let staged = stage(dir.path(), &millis.to_string(), &[0, 1]);
+            let place = root.join(&checkpoint_name(0, millis));
+            assert_eq!(
+                upload(&snaps.store, &staged, &place, &[0, 1]).unwrap(),
+                2 * 1006
+            );
+        }
+        // A copy that died before its markers, newer than every complete one.
+        let staged = stage(dir.path(), "4000", &[0]);
+        let partial = root.join(&format!("{}/partition-0000", checkpoint_name(0, 4_000)));
+        snaps
+            .store
+            .upload_dir(&partition_dir(&staged, 0), &partial)
+            .unwrap();
+
+        assert_eq!(apply_retention(&snaps.store, &root, 0, 2).unwrap(), 1);
+        let keys = snaps.store.list(&root).unwrap();
+        let names: Vec<String> = checkpoints_from_keys(keys.iter().map(String::as_str))
+            .into_iter()
+            .map(|e| e.name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "chk-0000000002000-w0",
+                "chk-0000000003000-w0",
+                "chk-0000000004000-w0"
+            ]
+        );
+        assert!(!storage.join("checkpoints/chk-0000000001000-w0").exists());
+
+        // The newest complete checkpoint, never the interrupted one.
+        let to = state.join("partition-0000");
+        let from = snaps.restore(None, 0, &to).unwrap().unwrap();
+        assert!(
+            from.ends_with("chk-0000000003000-w0/partition-0000"),
+            "{from}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(to.join("CURRENT")).unwrap(),
+            "3000/0"
+        );
+        assert_eq!(snaps.restore(None, 5, &state.join("p5")).unwrap(), None);
+
+        // From a given snapshot folder; a missing or empty one is an error.
+        let older = storage.join("checkpoints/chk-0000000002000-w0");
+        let to = state.join("partition-0001");
+        snaps.restore(Some(&older), 1, &to).unwrap().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(to.join("CURRENT")).unwrap(),
+            "2000/1"
+        );
+        assert_eq!(snaps.restore(Some(&older), 6, &to).unwrap(), None);
+        let err = snaps
+            .restore(Some(&dir.path().join("nothing")), 0, &to)
+            .unwrap_err();
+        assert!(err.to_string().contains("no such folder"), "{err:#}");
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let err = snaps.restore(Some(&empty), 0, &to).unwrap_err();
+        assert!(err.to_string().contains("no savepoint"), "{err:#}");
+    }
+}
