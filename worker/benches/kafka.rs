@@ -68,6 +68,28 @@ fn main() {
     );
 }
 
+/// Waits until the worker answers `/readyz` with 200 (its partitions are open
+/// and assigned), so start-up time is not counted as throughput or latency.
+fn wait_ready(addr: std::net::SocketAddr, worker: &mut std::process::Child) {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = worker.try_wait() {
+            panic!("the worker exited before it was ready: {status}");
+        }
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            let mut answer = String::new();
+            let asked = s.write_all(b"GET /readyz HTTP/1.0\r\nHost: bench\r\n\r\n");
+            let read = asked.and_then(|()| s.read_to_string(&mut answer));
+            if read.is_ok() && answer.split(' ').nth(1) == Some("200") {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the worker was not ready within 120 s");
+}
+
 /// Runs one worker over the records; with a rate, produces while it runs.
 /// Returns (throughput, latencies in ms).
 fn run(
@@ -131,11 +153,16 @@ fn run(
         format!("apiVersion: riskpipe.io/v1alpha1\nkind: RiskPipeline\nmetadata:\n  name: bench-{tag}\nspec:\n  source:\n    kafka:\n      bootstrapServers: \"{bootstrap}\"\n      topic: {input}\n      startupMode: earliest\n  sinks:\n    decisions:\n      kafka:\n        topic: {decisions}\n    deadLetters:\n      kafka:\n        topic: {dead}\n"),
     )
     .expect("manifest");
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port");
     let mut worker = Command::new(exe)
         .args(["run", "-f"])
         .arg(&manifest)
         .arg("--state-dir")
         .arg(dir.path().join("state"))
+        .arg("--http-addr")
+        .arg(http.to_string())
         .env("RISKPIPE_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
@@ -149,6 +176,7 @@ fn run(
         .create()
         .expect("reader");
     reader.subscribe(&[&decisions]).expect("subscribe");
+    wait_ready(http, &mut worker);
     let started = Instant::now();
     let mut produced_at: HashMap<i64, i64> = HashMap::new();
     let mut next = 0usize;

@@ -108,6 +108,94 @@ fn kafka_sink_topic(sink: Option<&riskpipe_crds::SinkSpec>, what: &str) -> Resul
     }
 }
 
+/// Records fetched for the next cycle, one queue per owned partition.
+struct Fetched {
+    owned: Vec<i32>,
+    queues: Vec<Vec<Polled>>,
+    count: usize,
+    /// When the oldest record of the cycle was fetched.
+    first_at: Option<Instant>,
+}
+
+impl Fetched {
+    fn new(owned: &[i32]) -> Self {
+        Fetched {
+            owned: owned.to_vec(),
+            queues: owned.iter().map(|_| Vec::new()).collect(),
+            count: 0,
+            first_at: None,
+        }
+    }
+
+    /// Polls until `cap` records are held, or — once `busy` says the previous
+    /// cycle's commits are done — until `max_delay` after the first record
+    /// (at once when nothing arrives and nothing is held).
+    fn fill(
+        &mut self,
+        consumer: &BaseConsumer,
+        cap: usize,
+        max_delay: Duration,
+        metrics: &WorkerMetrics,
+        busy: impl Fn() -> bool,
+    ) {
+        loop {
+            let still_busy = busy();
+            if self.count >= cap {
+                if still_busy {
+                    // Backpressure: hold no more than one cycle while committing.
+                    std::thread::sleep(Duration::from_micros(200));
+                    continue;
+                }
+                return;
+            }
+            let wait = match (still_busy, self.first_at) {
+                (true, _) => Duration::from_millis(1),
+                (false, Some(at)) => {
+                    let left = (at + max_delay).saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return;
+                    }
+                    left
+                }
+                (false, None) => max_delay,
+            };
+            match consumer.poll(wait) {
+                Some(Ok(m)) => {
+                    if let Some(i) = self.owned.iter().position(|o| *o == m.partition()) {
+                        self.queues[i].push(Polled::from_message(&m));
+                        self.count += 1;
+                        self.first_at.get_or_insert_with(Instant::now);
+                    }
+                }
+                Some(Err(e)) => {
+                    metrics.errors.inc();
+                    tracing::warn!(error = %e, "consumer error");
+                }
+                None if !still_busy => return,
+                None => {}
+            }
+        }
+    }
+
+    /// Takes partition `i`'s records for this cycle.
+    fn take(&mut self, i: usize) -> Vec<Polled> {
+        let batch = std::mem::take(&mut self.queues[i]);
+        self.count -= batch.len();
+        if self.count == 0 {
+            self.first_at = None;
+        }
+        batch
+    }
+
+    /// Puts an aborted batch back in front of what was fetched after it.
+    fn put_back(&mut self, i: usize, mut batch: Vec<Polled>) {
+        self.count += batch.len();
+        batch.append(&mut self.queues[i]);
+        self.queues[i] = batch;
+        self.first_at.get_or_insert_with(Instant::now);
+    }
+}
+
 /// Runs a Kafka pipeline until `stop` is set.
 pub fn run(
     pipeline: &RiskPipeline,
@@ -234,55 +322,73 @@ pub fn run(
     let max_batch = usize::try_from(source.max_batch_size)
         .unwrap_or(1000)
         .max(1);
+    // One cycle holds up to `maxBatchSize` records per owned partition.
+    let cycle_cap = max_batch.saturating_mul(workers.len().max(1));
     let max_delay = source.max_batch_delay.as_std();
     let mut loop_state = partition::LoopClock::new();
     let group_metadata = consumer
         .group_metadata()
         .context("the consumer has no group metadata (group.id missing?)")?;
-    let mut buckets: Vec<Vec<Polled>> = (0..workers.len()).map(|_| Vec::new()).collect();
-    let index_of = |p: i32| owned.iter().position(|o| *o == p);
+    let mut fetched = Fetched::new(&owned);
     while !stop.load(Ordering::Relaxed) {
-        let deadline = Instant::now() + max_delay;
-        let mut n = 0;
-        while n < max_batch {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            match consumer.poll(left) {
-                Some(Ok(m)) => {
-                    if n == 0 {
-                        loop_state.busy_from(Instant::now());
-                    }
-                    if let Some(i) = index_of(m.partition()) {
-                        buckets[i].push(Polled::from_message(&m));
-                        n += 1;
-                    }
-                }
-                Some(Err(e)) => {
-                    metrics.errors.inc();
-                    tracing::warn!(error = %e, "consumer error");
-                }
-                None => break,
-            }
+        fetched.fill(&consumer, cycle_cap, max_delay, &metrics, || false);
+        if let Some(at) = fetched.first_at {
+            loop_state.busy_from(at);
         }
-        for (i, bucket) in buckets.iter_mut().enumerate() {
-            if bucket.is_empty() {
+        // Decide every partition's batch inside its own transaction.
+        let mut open = Vec::new();
+        for (i, worker) in workers.iter_mut().enumerate() {
+            let batch = fetched.take(i);
+            if batch.is_empty() {
                 continue;
             }
-            let batch = std::mem::take(bucket);
-            workers[i].process(
+            let produced = worker.produce(
                 &batch,
                 &engine,
                 dims.as_ref(),
                 &writer,
                 &outputs,
-                &consumer,
                 &source.topic,
-                &group_metadata,
                 &metrics,
-            )?;
-            loop_state.count(batch.len());
+            );
+            open.push((i, batch, produced));
+        }
+        // Commit the partitions' transactions concurrently (each is a few
+        // round trips to the coordinators) while fetching the next batch.
+        let outcomes: Vec<Result<()>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = open
+                .iter()
+                .map(|(i, batch, produced)| {
+                    let producer = workers[*i].producer();
+                    let (id, topic, group) = (workers[*i].id, &source.topic, &group_metadata);
+                    let last = batch.last().map_or(0, |p| p.offset());
+                    produced.is_ok().then(|| {
+                        scope.spawn(move || partition::commit(producer, topic, id, last, group))
+                    })
+                })
+                .collect();
+            let committing = || handles.iter().flatten().any(|h| !h.is_finished());
+            fetched.fill(&consumer, cycle_cap, max_delay, &metrics, committing);
+            handles
+                .into_iter()
+                .map(|h| match h {
+                    Some(h) => h
+                        .join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("the commit thread panicked"))),
+                    None => Ok(()),
+                })
+                .collect()
+        });
+        for ((i, batch, produced), committed) in open.into_iter().zip(outcomes) {
+            let n = batch.len();
+            let outcome = produced.and(committed);
+            let ok = outcome.is_ok();
+            if let Some(again) = workers[i].finish(batch, outcome, &metrics)? {
+                fetched.put_back(i, again);
+            }
+            if ok {
+                loop_state.count(n);
+            }
         }
         loop_state.idle_from(Instant::now());
         snapshots.maybe_checkpoint(&workers, args.ordinal, &metrics, &shared)?;

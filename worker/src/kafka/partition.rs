@@ -54,6 +54,11 @@ impl Polled {
             payload: m.payload().map(<[u8]>::to_vec),
         }
     }
+
+    /// The record's input offset.
+    pub fn offset(&self) -> i64 {
+        self.offset
+    }
 }
 
 fn now_ms() -> i64 {
@@ -224,82 +229,17 @@ impl PartitionWorker {
         }
     }
 
-    /// Decides one micro-batch and commits it as one transaction, then writes
-    /// the state with the next offset.
-    #[allow(clippy::too_many_arguments)]
-    pub fn process(
-        &mut self,
-        batch: &[Polled],
-        engine: &Engine,
-        dims: &dyn Dimensions,
-        writer: &DecisionWriter,
-        outputs: &Outputs,
-        consumer: &BaseConsumer,
-        topic: &str,
-        group: &ConsumerGroupMetadata,
-        metrics: &WorkerMetrics,
-    ) -> Result<()> {
-        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
-            return Ok(());
-        };
-        match self.transact(batch, engine, dims, writer, outputs, topic, group, metrics) {
-            Ok(()) => {}
-            Err(e) if is_fatal(&e) => {
-                return Err(e).context(format!(
-                    "partition {}: this worker was fenced or its producer failed fatally; another worker owns the partition now",
-                    self.id
-                ));
-            }
-            Err(e) if self.aborts_in_a_row >= MAX_ABORTS_IN_A_ROW => {
-                return Err(e).context(format!(
-                    "partition {}: {MAX_ABORTS_IN_A_ROW} transactions in a row aborted at offset {}; stopping",
-                    self.id, first.offset
-                ));
-            }
-            Err(e) => {
-                self.aborts_in_a_row += 1;
-                metrics.errors.inc();
-                tracing::warn!(partition = self.id, error = %format!("{e:#}"), "transaction aborted; the batch will be read again");
-                self.abort()?;
-                self.state.discard_cache();
-                consumer
-                    .seek(
-                        topic,
-                        self.id,
-                        Offset::Offset(first.offset),
-                        Duration::from_secs(10),
-                    )
-                    .context("seeking back after an aborted transaction")?;
-                return Ok(());
-            }
-        }
-        self.aborts_in_a_row = 0;
-        let next = last.offset + 1;
-        self.state.flush(&[("offset", &next.to_be_bytes())])?;
-        self.state_offset = Some(next);
-        self.next_offset = Some(next);
-        let now = now_ms();
-        for p in batch {
-            if let Some(ts) = p.timestamp_ms {
-                metrics
-                    .end_to_end_latency
-                    .observe((now - ts).max(0) as f64 / 1000.0);
-            }
-        }
-        let stats = self.state.stats();
-        metrics
-            .cache_hits
-            .inner()
-            .store(stats.hits, Ordering::Relaxed);
-        metrics
-            .cache_misses
-            .inner()
-            .store(stats.misses, Ordering::Relaxed);
-        Ok(())
+    /// The partition's transactional producer (committed from another thread
+    /// while the loop fetches the next batch).
+    pub fn producer(&self) -> &BaseProducer {
+        &self.producer
     }
 
+    /// Begins the partition's transaction and produces the micro-batch's
+    /// decisions and dead letters into it; the state cache then holds the
+    /// batch's effects until [`finish`](Self::finish) writes or discards them.
     #[allow(clippy::too_many_arguments)]
-    fn transact(
+    pub fn produce(
         &mut self,
         batch: &[Polled],
         engine: &Engine,
@@ -307,7 +247,6 @@ impl PartitionWorker {
         writer: &DecisionWriter,
         outputs: &Outputs,
         topic: &str,
-        group: &ConsumerGroupMetadata,
         metrics: &WorkerMetrics,
     ) -> Result<()> {
         self.producer
@@ -315,6 +254,7 @@ impl PartitionWorker {
             .context("beginning a transaction")?;
         let zone = engine.config().zone;
         let mut json = Vec::with_capacity(2048);
+        let mut key = String::with_capacity(24);
         for p in batch {
             let read_at = Instant::now();
             metrics.records_in.inc();
@@ -343,7 +283,8 @@ impl PartitionWorker {
                             .inc();
                         json.clear();
                         writer.write(&d, &mut json);
-                        let key = tx.transaction_id.to_string();
+                        key.clear();
+                        key.push_str(itoa::Buffer::new().format(tx.transaction_id));
                         self.send(&outputs.decisions, key.as_bytes(), &json)?;
                         None
                     }
@@ -371,16 +312,69 @@ impl PartitionWorker {
             }
             metrics.records_out.inc();
         }
-        let mut offsets = TopicPartitionList::new();
-        let last = batch.last().map_or(0, |p| p.offset);
-        offsets.add_partition_offset(topic, self.id, Offset::Offset(last + 1))?;
-        self.producer
-            .send_offsets_to_transaction(&offsets, group, TXN_TIMEOUT)
-            .context("adding the input offsets to the transaction")?;
-        self.producer
-            .commit_transaction(TXN_TIMEOUT)
-            .context("committing the transaction")?;
         Ok(())
+    }
+
+    /// Ends a micro-batch after its commit: on success the state is written
+    /// with the next offset; on failure the transaction is aborted, the cached
+    /// effects are dropped and the batch is handed back to be processed again
+    /// (before any record polled after it). A fenced producer, or too many
+    /// aborts in a row, stops the worker.
+    pub fn finish(
+        &mut self,
+        batch: Vec<Polled>,
+        outcome: Result<()>,
+        metrics: &WorkerMetrics,
+    ) -> Result<Option<Vec<Polled>>> {
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return Ok(None);
+        };
+        match outcome {
+            Ok(()) => {}
+            Err(e) if is_fatal(&e) => {
+                return Err(e).context(format!(
+                    "partition {}: this worker was fenced or its producer failed fatally; another worker owns the partition now",
+                    self.id
+                ));
+            }
+            Err(e) if self.aborts_in_a_row >= MAX_ABORTS_IN_A_ROW => {
+                return Err(e).context(format!(
+                    "partition {}: {MAX_ABORTS_IN_A_ROW} transactions in a row aborted at offset {}; stopping",
+                    self.id, first.offset
+                ));
+            }
+            Err(e) => {
+                self.aborts_in_a_row += 1;
+                metrics.errors.inc();
+                tracing::warn!(partition = self.id, error = %format!("{e:#}"), "transaction aborted; the batch will be processed again");
+                self.abort()?;
+                self.state.discard_cache();
+                return Ok(Some(batch));
+            }
+        }
+        self.aborts_in_a_row = 0;
+        let next = last.offset + 1;
+        self.state.flush(&[("offset", &next.to_be_bytes())])?;
+        self.state_offset = Some(next);
+        self.next_offset = Some(next);
+        let now = now_ms();
+        for p in &batch {
+            if let Some(ts) = p.timestamp_ms {
+                metrics
+                    .end_to_end_latency
+                    .observe((now - ts).max(0) as f64 / 1000.0);
+            }
+        }
+        let stats = self.state.stats();
+        metrics
+            .cache_hits
+            .inner()
+            .store(stats.hits, Ordering::Relaxed);
+        metrics
+            .cache_misses
+            .inner()
+            .store(stats.misses, Ordering::Relaxed);
+        Ok(None)
     }
 
     /// Aborts the open transaction, retrying while the coordinator is busy; a
@@ -402,10 +396,11 @@ impl PartitionWorker {
         }
     }
 
-    /// Records behind the partition's high watermark.
+    /// Records behind the partition's high watermark (one short broker round
+    /// trip; unknown when the broker does not answer quickly).
     pub fn lag(&self, consumer: &BaseConsumer, topic: &str) -> Option<i64> {
         let (_, high) = consumer
-            .fetch_watermarks(topic, self.id, Duration::from_secs(1))
+            .fetch_watermarks(topic, self.id, Duration::from_millis(200))
             .ok()?;
         Some((high - self.next_offset.unwrap_or(high)).max(0))
     }
@@ -418,6 +413,26 @@ fn is_fatal(e: &anyhow::Error) -> bool {
         }
         _ => false,
     })
+}
+
+/// Adds the input offsets up to `last` to the open transaction of `producer`
+/// and commits it. Safe to call from another thread while the loop fetches.
+pub fn commit(
+    producer: &BaseProducer,
+    topic: &str,
+    partition: i32,
+    last: i64,
+    group: &ConsumerGroupMetadata,
+) -> Result<()> {
+    let mut offsets = TopicPartitionList::new();
+    offsets.add_partition_offset(topic, partition, Offset::Offset(last + 1))?;
+    producer
+        .send_offsets_to_transaction(&offsets, group, TXN_TIMEOUT)
+        .context("adding the input offsets to the transaction")?;
+    producer
+        .commit_transaction(TXN_TIMEOUT)
+        .context("committing the transaction")?;
+    Ok(())
 }
 
 /// Busy time, rates and the periodic status report.
