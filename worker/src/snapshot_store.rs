@@ -27,6 +27,7 @@ use object_store::{
     ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig, WriteMultipart,
 };
 use riskpipe_crds::S3Storage;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::secrets::{DEFAULT_SECRETS_DIR, SECRETS_DIR_ENV, SecretsDir};
@@ -35,6 +36,29 @@ use crate::secrets::{DEFAULT_SECRETS_DIR, SECRETS_DIR_ENV, SecretsDir};
 const PARALLEL: usize = 8;
 /// Files above this size go up in parts of this size.
 const PART_BYTES: usize = 8 * 1024 * 1024;
+/// Size and content hash (xxh3-64) of one file of a snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSum {
+    /// Bytes.
+    pub size: u64,
+    /// xxh3-64 of the content.
+    pub xxh3: u64,
+}
+
+/// The files of one folder of a snapshot, by name.
+pub type FileList = BTreeMap<String, FileSum>;
+
+/// What [`SnapshotStore::upload_dir_reusing`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Uploaded {
+    /// Every file now in the target folder.
+    pub files: FileList,
+    /// Bytes sent.
+    pub sent: u64,
+    /// Bytes copied inside the store from the previous folder instead.
+    pub reused: u64,
+}
+
 /// The folder of mounted Secrets: `RISKPIPE_SECRETS_DIR` (which `--secrets-dir`
 /// also reads), else [`DEFAULT_SECRETS_DIR`]. For callers that are not handed the
 /// `--secrets-dir` value.
@@ -244,6 +268,21 @@ impl SnapshotStore {
     /// Copies the files of the local folder `from` (not its subfolders) into `to`;
     /// returns the bytes copied.
     pub fn upload_dir(&self, from: &Path, to: &Place) -> Result<u64> {
+        let done = self.upload_dir_reusing(from, to, None)?;
+        Ok(done.sent + done.reused)
+    }
+
+    /// As [`SnapshotStore::upload_dir`], but a file whose name, size and hash equal
+    /// those of a file in `previous` (a folder of the same store, with its list) is
+    /// copied there inside the store (a hard link in a folder, a server-side copy in
+    /// a bucket) instead of sent again: RocksDB's table files are immutable, so
+    /// consecutive checkpoints share most of them.
+    pub fn upload_dir_reusing(
+        &self,
+        from: &Path,
+        to: &Place,
+        previous: Option<(&Place, &FileList)>,
+    ) -> Result<Uploaded> {
         let mut files = Vec::new();
         for entry in
             std::fs::read_dir(from).with_context(|| format!("reading {}", from.display()))?
@@ -253,20 +292,34 @@ impl SnapshotStore {
                 files.push(entry.path());
             }
         }
+        let previous = previous.filter(|(p, _)| Arc::ptr_eq(&p.store, &to.store));
         self.runtime.block_on(async {
-            let sizes: Vec<u64> = futures::stream::iter(files.iter().map(|file| async move {
-                let name = file
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or_default();
-                upload_file(&to.store, file, &under(&to.base, name))
-                    .await
-                    .with_context(|| format!("uploading {} to {}/{name}", file.display(), to.url))
-            }))
-            .buffer_unordered(PARALLEL)
-            .try_collect()
-            .await?;
-            Ok(sizes.iter().sum())
+            let done: Vec<(String, FileSum, bool)> =
+                futures::stream::iter(files.iter().map(|file| async move {
+                    let name = file
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .unwrap_or_default()
+                        .to_owned();
+                    put_or_reuse(to, file, &name, previous)
+                        .await
+                        .with_context(|| {
+                            format!("uploading {} to {}/{name}", file.display(), to.url)
+                        })
+                }))
+                .buffer_unordered(PARALLEL)
+                .try_collect()
+                .await?;
+            let mut out = Uploaded::default();
+            for (name, sum, reused) in done {
+                if reused {
+                    out.reused += sum.size;
+                } else {
+                    out.sent += sum.size;
+                }
+                out.files.insert(name, sum);
+            }
+            Ok(out)
         })
     }
 
@@ -351,6 +404,72 @@ impl SnapshotStore {
         })?;
         Ok(names.len())
     }
+}
+
+/// The size and hash of a file, and its bytes when it is small enough to send in one
+/// request.
+async fn sum_file(file: &Path) -> Result<(FileSum, Option<Vec<u8>>)> {
+    let mut f = tokio::fs::File::open(file).await?;
+    let size = f.metadata().await?.len();
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    if size <= PART_BYTES as u64 {
+        let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+        f.read_to_end(&mut bytes).await?;
+        hasher.update(&bytes);
+        let sum = FileSum {
+            size: bytes.len() as u64,
+            xxh3: hasher.digest(),
+        };
+        return Ok((sum, Some(bytes)));
+    }
+    let mut buf = vec![0u8; PART_BYTES];
+    let mut read = 0u64;
+    loop {
+        let n = f.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        read += n as u64;
+    }
+    Ok((
+        FileSum {
+            size: read,
+            xxh3: hasher.digest(),
+        },
+        None,
+    ))
+}
+
+/// Sends one file into `to/name`, or copies the identical one of `previous`.
+async fn put_or_reuse(
+    to: &Place,
+    file: &Path,
+    name: &str,
+    previous: Option<(&Place, &FileList)>,
+) -> Result<(String, FileSum, bool)> {
+    let key = under(&to.base, name);
+    let (sum, bytes) = sum_file(file).await?;
+    if let Some((prev, list)) = previous
+        && list.get(name) == Some(&sum)
+    {
+        match to.store.copy(&under(&prev.base, name), &key).await {
+            Ok(()) => return Ok((name.to_owned(), sum, true)),
+            Err(e) => tracing::warn!(
+                from = %format!("{}/{name}", prev.url), error = %e,
+                "copying an unchanged file inside the store failed; sending it"
+            ),
+        }
+    }
+    match bytes {
+        Some(bytes) => {
+            to.store.put(&key, PutPayload::from(bytes)).await?;
+        }
+        None => {
+            upload_file(&to.store, file, &key).await?;
+        }
+    }
+    Ok((name.to_owned(), sum, false))
 }
 
 async fn upload_file(store: &Arc<dyn ObjectStore>, file: &Path, key: &Key) -> Result<u64> {

@@ -16,6 +16,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -29,7 +30,9 @@ use crate::checkpoint::{
 };
 use crate::http::{CheckpointInfo, SavepointAction, SavepointInfo, SavepointRequest, Shared};
 use crate::metrics::WorkerMetrics;
-use crate::snapshot_store::{Location, Place, SnapshotStore, s3_url, secrets_dir_from_env};
+use crate::snapshot_store::{
+    FileList, Location, Place, SnapshotStore, s3_url, secrets_dir_from_env,
+};
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -52,7 +55,7 @@ enum JobKind {
 
 struct Job {
     kind: JobKind,
-    thread: JoinHandle<Result<u64>>,
+    thread: JoinHandle<Result<Copied>>,
 }
 
 /// Checkpoint and savepoint settings of the pipeline, and the copies under way.
@@ -73,26 +76,64 @@ pub struct Snapshots {
     registry_file: PathBuf,
     /// The registry as last written; `None` until it was read at start.
     registry: RefCell<Option<BTreeMap<String, SavepointInfo>>>,
+    /// The files of the last checkpoint, for the next one to reuse.
+    last_files: LastFiles,
 }
 
-/// Copies a staged snapshot into `place`: each partition's files, then its marker,
-/// then `_complete` listing the partitions.
-fn upload(store: &SnapshotStore, staged: &Path, place: &Place, partitions: &[i32]) -> Result<u64> {
-    let mut bytes = 0;
+/// What copying a snapshot did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Copied {
+    /// Bytes of the snapshot.
+    bytes: u64,
+    /// Bytes sent (the rest was copied inside the store from the previous checkpoint).
+    sent: u64,
+}
+
+/// The files of each partition in the last checkpoint this worker completed, which
+/// the next one copies inside the store instead of sending again.
+type LastFiles = Arc<Mutex<BTreeMap<i32, (Place, FileList)>>>;
+
+/// Copies a staged snapshot into `place`: each partition's files, then its marker
+/// (holding the partition's file list), then `_complete` listing the partitions.
+/// With `last`, unchanged files of the previous checkpoint are reused, and `last`
+/// becomes this one.
+fn upload(
+    store: &SnapshotStore,
+    staged: &Path,
+    place: &Place,
+    partitions: &[i32],
+    last: Option<&LastFiles>,
+) -> Result<Copied> {
+    let previous = last
+        .and_then(|l| l.lock().ok().map(|m| m.clone()))
+        .unwrap_or_default();
+    let mut copied = Copied::default();
+    let mut lists = BTreeMap::new();
     for p in partitions {
-        bytes += store.upload_dir(&partition_dir(staged, *p), &place.join(&partition_name(*p)))?;
-        store.put(place, &partition_marker(*p), Vec::new())?;
+        let target = place.join(&partition_name(*p));
+        let reuse = previous.get(p).map(|(at, files)| (at, files));
+        let done = store.upload_dir_reusing(&partition_dir(staged, *p), &target, reuse)?;
+        copied.bytes += done.sent + done.reused;
+        copied.sent += done.sent;
+        let list = serde_json::to_vec(&done.files).context("encoding a file list")?;
+        store.put(place, &partition_marker(*p), list)?;
+        lists.insert(*p, (target, done.files));
     }
     let summary: Vec<String> = partitions.iter().map(i32::to_string).collect();
     store.put(place, COMPLETE, summary.join(",").into_bytes())?;
-    Ok(bytes)
+    if let Some(last) = last
+        && let Ok(mut m) = last.lock()
+    {
+        *m = lists;
+    }
+    Ok(copied)
 }
 
 /// Sets a savepoint's state in `/savepoints/{id}` from the outcome of its copy.
-fn record_savepoint(shared: &Shared, id: &str, result: Result<u64>) {
+fn record_savepoint(shared: &Shared, id: &str, result: Result<Copied>) {
     let (state, error) = match result {
-        Ok(bytes) => {
-            tracing::info!(%id, bytes, "savepoint completed");
+        Ok(copied) => {
+            tracing::info!(%id, bytes = copied.bytes, "savepoint completed");
             ("completed", None)
         }
         Err(e) => {
@@ -179,6 +220,7 @@ impl Snapshots {
             jobs: RefCell::new(Vec::new()),
             registry_file: state_dir.join("savepoints.json"),
             registry: RefCell::new(None),
+            last_files: LastFiles::default(),
         })
     }
 
@@ -305,22 +347,23 @@ impl Snapshots {
         let (staged, partitions) = self.stage(workers, &name)?;
         let blocked = started.elapsed();
         let place = checkpoints.join(&name);
-        let (store, target, root, retain) = (
+        let (store, target, root, retain, last) = (
             self.store.clone(),
             place.clone(),
             checkpoints.clone(),
             self.retain,
+            Arc::clone(&self.last_files),
         );
         let copy = move || {
-            let result = upload(&store, &staged, &target, &partitions);
+            let result = upload(&store, &staged, &target, &partitions, Some(&last));
             let _ignored = std::fs::remove_dir_all(&staged);
-            let bytes = result?;
+            let copied = result?;
             match apply_retention(&store, &root, ordinal, retain) {
                 Ok(n) if n > 0 => tracing::debug!(removed = n, "checkpoint retention"),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %format!("{e:#}"), "checkpoint retention failed"),
             }
-            Ok(bytes)
+            Ok(copied)
         };
         let kind = JobKind::Checkpoint {
             place,
@@ -346,7 +389,7 @@ impl Snapshots {
     fn finish(
         &self,
         kind: JobKind,
-        result: Result<u64>,
+        result: Result<Copied>,
         metrics: &WorkerMetrics,
         shared: &Shared,
     ) -> Result<()> {
@@ -358,7 +401,8 @@ impl Snapshots {
                 blocked,
             } => {
                 self.last_end.set(Some(Instant::now()));
-                let bytes = result.with_context(|| format!("checkpoint {}", place.url()))?;
+                let copied = result.with_context(|| format!("checkpoint {}", place.url()))?;
+                let bytes = copied.bytes;
                 let took = started.elapsed();
                 metrics.checkpoint_duration.set(took.as_secs_f64());
                 metrics.checkpoint_size.set(bytes as i64);
@@ -376,7 +420,7 @@ impl Snapshots {
                     size_bytes: bytes,
                 };
                 tracing::info!(
-                    id = %info.id, bytes, ms = info.duration_ms,
+                    id = %info.id, bytes, sent = copied.sent, ms = info.duration_ms,
                     blocked_ms = blocked.as_millis() as u64, "checkpoint completed"
                 );
                 if let Ok(mut st) = shared.status.lock() {
@@ -534,7 +578,7 @@ impl Snapshots {
             let thread = std::thread::Builder::new()
                 .name("savepoint-copy".to_owned())
                 .spawn(move || {
-                    let result = upload(&store, &staged, &place, &partitions);
+                    let result = upload(&store, &staged, &place, &partitions, None);
                     let _ignored = std::fs::remove_dir_all(&staged);
                     result
                 })
@@ -580,13 +624,14 @@ mod tests {
         let snaps = Snapshots::with_secrets_dir(&spec, &state, dir.path()).unwrap();
         let root = snaps.checkpoints.clone().unwrap();
         assert_eq!(root.url(), storage.join("checkpoints").to_str().unwrap());
+        let last = LastFiles::default();
         for millis in [1_000, 2_000, 3_000] {
             let staged = stage(dir.path(), &millis.to_string(), &[0, 1]);
             let place = root.join(&checkpoint_name(0, millis));
-            assert_eq!(
-                upload(&snaps.store, &staged, &place, &[0, 1]).unwrap(),
-                2 * 1006
-            );
+            let copied = upload(&snaps.store, &staged, &place, &[0, 1], Some(&last)).unwrap();
+            // Only the first sends the (unchanged) table files.
+            let sent = if millis == 1_000 { 2 * 1006 } else { 2 * 6 };
+            assert_eq!((copied.bytes, copied.sent), (2 * 1006, sent));
         }
         // A copy that died before its markers, newer than every complete one.
         let staged = stage(dir.path(), "4000", &[0]);
@@ -622,6 +667,11 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(to.join("CURRENT")).unwrap(),
             "3000/0"
+        );
+        // Its table file was reused from the first checkpoint, which retention removed.
+        assert_eq!(
+            std::fs::read(to.join("000009.sst")).unwrap(),
+            vec![7u8; 1000]
         );
         assert_eq!(snaps.restore(None, 5, &state.join("p5")).unwrap(), None);
 
