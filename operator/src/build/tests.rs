@@ -181,13 +181,99 @@ fn snapshot_paths_are_mounted_from_the_shared_claim_and_s3_needs_none() {
     rp.spec.savepoints.storage = s3;
     let d = desired(&rp, &plan(1)).unwrap();
     assert!(d.snapshots_claim.is_none());
-    let env = pod_template(&d).spec.clone().unwrap().containers[0]
-        .env
-        .clone()
+}
+
+/// The Secrets contract: each referenced Secret once, read-only, at
+/// `/etc/riskpipe/secrets/<name>`, and `RISKPIPE_SECRETS_DIR` set; values never inline.
+#[test]
+fn every_referenced_secret_is_mounted_once_read_only_under_the_secrets_dir() {
+    use k8s_openapi::api::core::v1::SecretKeySelector;
+    use riskpipe_crds::{DatabaseSpec, S3Storage, SecretRef};
+    let mut rp = pipeline();
+    let s3 = |name: &str| StorageSpec {
+        path: None,
+        s3: Some(S3Storage {
+            bucket: "bkt".into(),
+            prefix: String::new(),
+            endpoint: None,
+            region: None,
+            credentials_secret_ref: Some(SecretRef { name: name.into() }),
+        }),
+    };
+    rp.spec.source.kafka.as_mut().unwrap().security_secret_ref = Some(SecretRef {
+        name: "kafka-tls".into(),
+    });
+    rp.spec.checkpoints.storage = s3("s3-creds");
+    // The same Secret twice is mounted once.
+    rp.spec.savepoints.storage = s3("s3-creds");
+    rp.spec.dimensions.database = Some(DatabaseSpec {
+        url: "postgres://db:5432/risk".into(),
+        credentials_secret_ref: Some(SecretRef {
+            name: "db-login".into(),
+        }),
+    });
+    let key = |name: &str, key: &str| SecretKeySelector {
+        name: name.into(),
+        key: key.into(),
+        optional: None,
+    };
+    rp.spec.secrets.encryption_key_ref = Some(key("audit-keys", "k1"));
+    rp.spec.secrets.hmac_key_ref = Some(key("audit-keys", "hmac"));
+
+    let d = desired(&rp, &plan(1)).unwrap();
+    let pod = pod_template(&d).spec.clone().unwrap();
+    let container = &pod.containers[0];
+    let mut mounted: Vec<(String, String)> = Vec::new();
+    for m in container.volume_mounts.iter().flatten() {
+        // (`state` comes from the claim template.)
+        let Some(v) = pod.volumes.iter().flatten().find(|v| v.name == m.name) else {
+            continue;
+        };
+        if let Some(secret) = &v.secret {
+            assert_eq!(m.read_only, Some(true), "{}", m.mount_path);
+            assert!(secret.items.is_none(), "every key is a file");
+            assert_eq!(secret.default_mode, Some(0o440));
+            mounted.push((secret.secret_name.clone().unwrap(), m.mount_path.clone()));
+        }
+    }
+    mounted.sort();
+    assert_eq!(
+        mounted,
+        [
+            ("audit-keys", "/etc/riskpipe/secrets/audit-keys"),
+            ("db-login", "/etc/riskpipe/secrets/db-login"),
+            ("kafka-tls", "/etc/riskpipe/secrets/kafka-tls"),
+            ("s3-creds", "/etc/riskpipe/secrets/s3-creds"),
+        ]
+        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    );
+    let env = container.env.clone().unwrap();
+    let dir = env
+        .iter()
+        .find(|e| e.name == "RISKPIPE_SECRETS_DIR")
         .unwrap();
-    let key = env.iter().find(|e| e.name == "AWS_ACCESS_KEY_ID").unwrap();
-    let sel = key.value_from.clone().unwrap().secret_key_ref.unwrap();
-    assert_eq!((sel.name.as_str(), sel.key.as_str()), ("s3", "accessKeyId"));
+    assert_eq!(dir.value.as_deref(), Some("/etc/riskpipe/secrets"));
+    assert!(
+        env.iter().all(|e| e
+            .value_from
+            .as_ref()
+            .is_none_or(|v| v.secret_key_ref.is_none())),
+        "secrets only as files: {env:?}"
+    );
+    // Restricted pod security still holds with the Secret volumes.
+    assert_eq!(
+        container
+            .security_context
+            .as_ref()
+            .unwrap()
+            .read_only_root_filesystem,
+        Some(true)
+    );
+
+    // Without references: no Secret volume, the variable still points at the folder.
+    let d = desired(&pipeline(), &plan(1)).unwrap();
+    let pod = pod_template(&d).spec.clone().unwrap();
+    assert!(pod.volumes.iter().flatten().all(|v| v.secret.is_none()));
 }
 
 #[test]

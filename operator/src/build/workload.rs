@@ -13,13 +13,13 @@ use k8s_openapi::{
             Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
             EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
             PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-            SeccompProfile, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+            SeccompProfile, SecurityContext, Volume, VolumeMount,
         },
     },
     apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
 use kube::api::ObjectMeta;
-use riskpipe_crds::{RiskPipelineSpec, Storage};
+use riskpipe_crds::RiskPipelineSpec;
 
 use super::{Owner, WorkloadPlan, snapshot_paths};
 use crate::names::{
@@ -159,6 +159,9 @@ fn pod_spec(owner: &Owner, spec: &RiskPipelineSpec, plan: &WorkloadPlan) -> PodS
             mounts.push(mount("snapshots", &path, Some(sub), false));
         }
     }
+    let (secret_volumes, secret_mounts) = super::secrets::volumes(spec);
+    volumes.extend(secret_volumes);
+    mounts.extend(secret_mounts);
     PodSpec {
         service_account_name: Some(names.service_account()),
         automount_service_account_token: Some(false),
@@ -176,7 +179,7 @@ fn pod_spec(owner: &Owner, spec: &RiskPipelineSpec, plan: &WorkloadPlan) -> PodS
             name: CONTAINER.into(),
             image: Some(spec.image.clone()),
             args: Some(worker_args(spec, plan.restore_from.as_deref())),
-            env: Some(env(spec)),
+            env: Some(env()),
             ports: Some(vec![ContainerPort {
                 name: Some(HTTP_PORT_NAME.into()),
                 container_port: HTTP_PORT,
@@ -253,41 +256,12 @@ fn field_env(name: &str, path: &str) -> EnvVar {
     }
 }
 
-fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value_from: Some(EnvVarSource {
-            secret_key_ref: Some(SecretKeySelector {
-                name: secret.into(),
-                key: key.into(),
-                optional: None,
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    }
-}
-
-/// Pod identity from the downward API, and S3 credentials by reference (never inline).
-fn env(spec: &RiskPipelineSpec) -> Vec<EnvVar> {
-    let mut env = vec![
+/// Pod identity from the downward API, and where the mounted Secrets are.
+fn env() -> Vec<EnvVar> {
+    vec![
         field_env("POD_NAME", "metadata.name"),
         field_env("POD_NAMESPACE", "metadata.namespace"),
         field_env("POD_IP", "status.podIP"),
-    ];
-    let s3_secret = [&spec.checkpoints.storage, &spec.savepoints.storage]
-        .into_iter()
-        .find_map(|s| match s.kind() {
-            Some(Storage::S3(s3)) => s3.credentials_secret_ref.as_ref(),
-            _ => None,
-        });
-    if let Some(secret) = s3_secret {
-        env.push(secret_env("AWS_ACCESS_KEY_ID", &secret.name, "accessKeyId"));
-        env.push(secret_env(
-            "AWS_SECRET_ACCESS_KEY",
-            &secret.name,
-            "secretAccessKey",
-        ));
-    }
-    env
+        super::secrets::dir_env(),
+    ]
 }

@@ -148,6 +148,18 @@ pub async fn reconcile(rp: Arc<RiskPipeline>, ctx: Arc<Context>) -> Result<Actio
     let _timer = ctx.metrics.reconcile_timer();
     let ns = rp.namespace().unwrap_or_default();
     let api: Api<RiskPipeline> = Api::namespaced(ctx.client.clone(), &ns);
+    // The rollout state machine lives in the status: decide from the stored object,
+    // not from the watch cache, which may not have seen this operator's last status
+    // write yet (a stale read once put a finished savepoint back in progress and
+    // stopped the upgrade).
+    let Some(rp) = api
+        .get_opt(&rp.name_any())
+        .await
+        .map_err(Error::read("RiskPipeline"))?
+        .map(Arc::new)
+    else {
+        return Ok(Action::await_change());
+    };
     if rp.metadata.deletion_timestamp.is_some()
         && let Some(action) = act::final_savepoint(&rp, &ctx).await?
     {

@@ -196,8 +196,25 @@ fn pipeline() -> RiskPipeline {
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/risk/events";
 const STATUS: &str = "/apis/riskpipe.io/v1alpha1/namespaces/risk/riskpipelines/payments/status";
 
-async fn run(rp: RiskPipeline, topic: TopicInfo, expects: Vec<Expect>) -> Result<Action, Error> {
+const PIPELINE: &str = "/apis/riskpipe.io/v1alpha1/namespaces/risk/riskpipelines/payments";
+
+/// Runs one reconcile of `rp`; the first request, reading the stored pipeline, is
+/// answered with `rp` itself.
+async fn run(
+    rp: RiskPipeline,
+    topic: TopicInfo,
+    mut expects: Vec<Expect>,
+) -> Result<Action, Error> {
     let (ctx, handle) = context(topic);
+    let stored = serde_json::to_value(&rp).unwrap();
+    expects.insert(
+        0,
+        Expect {
+            method: Method::GET,
+            path: PIPELINE,
+            answer: Box::new(move |_| Some(stored)),
+        },
+    );
     let server = tokio::spawn(verify(handle, expects));
     let result = tokio::time::timeout(
         std::time::Duration::from_secs(10),
@@ -482,7 +499,14 @@ async fn a_new_nonce_asks_every_worker_and_records_their_requests() {
         now,
     });
     let sts = running_statefulset(&rp);
+    let stored = serde_json::to_value(&rp).unwrap();
     let expects = vec![
+        // The stored pipeline, not the (stale) cached one, is what the reconcile decides on.
+        Expect {
+            method: Method::GET,
+            path: PIPELINE,
+            answer: Box::new(move |_| Some(stored)),
+        },
         Expect {
             method: Method::GET,
             path: "/apis/apps/v1/namespaces/risk/statefulsets/payments",
@@ -551,7 +575,10 @@ async fn a_new_nonce_asks_every_worker_and_records_their_requests() {
         }),
     ];
     let server = tokio::spawn(verify(handle, expects));
-    let action = reconcile(Arc::new(rp), ctx).await.unwrap();
+    // The watch cache has not seen the nonce yet.
+    let mut cached = rp.clone();
+    cached.spec.savepoint_trigger_nonce = None;
+    let action = reconcile(Arc::new(cached), ctx).await.unwrap();
     server.await.unwrap();
     assert_eq!(action, Action::requeue(BUSY_REQUEUE));
     let asked = workers.asked.lock().unwrap().clone();
