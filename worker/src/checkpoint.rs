@@ -8,7 +8,8 @@
 //!
 //! ```text
 //! BASE/partition-0003/…              RocksDB files of partition 3
-//! BASE/partition-0003.complete       written after every file of partition 3
+//! BASE/partition-0003.complete       written after every file of partition 3 (their
+//!                                    names, sizes and xxh3 hashes, JSON)
 //! BASE/_complete                     written last by the worker (its partitions)
 //! ```
 //!

@@ -11,7 +11,9 @@
 //! partition markers and `_complete` last, applies retention and removes the
 //! staging. The loop learns the outcome at its next [`Snapshots::maybe_checkpoint`].
 //! At most one checkpoint is copied at a time; a checkpoint that falls due while
-//! the previous one is still being copied waits for it.
+//! the previous one is still being copied waits for it. Files that the previous
+//! checkpoint of this worker already holds unchanged (RocksDB table files are
+//! immutable) are copied inside the storage rather than sent again.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
