@@ -98,6 +98,18 @@ impl Bucket {
     }
 }
 
+/// A passing test leaves nothing in the bucket (a failing one keeps its objects to
+/// look at).
+impl Drop for Bucket {
+    fn drop(&mut self) {
+        if !std::thread::panicking()
+            && let Ok(place) = self.store.place(&self.url(""))
+        {
+            let _ = self.store.delete(&place);
+        }
+    }
+}
+
 fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + limit;
     loop {
