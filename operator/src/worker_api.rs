@@ -141,6 +141,15 @@ pub struct SavepointInfo {
     pub error: Option<String>,
 }
 
+/// What a worker did with `DELETE /savepoints/{id}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disposal {
+    /// 204: removed from its storage.
+    Deleted,
+    /// 404: the worker does not know the id (e.g. it restarted since).
+    Unknown,
+}
+
 #[derive(Serialize)]
 struct SavepointBody<'a> {
     path: &'a str,
@@ -162,6 +171,13 @@ pub trait WorkerApi: Send + Sync {
         addr: SocketAddr,
         id: &'a str,
     ) -> BoxFuture<'a, Result<SavepointInfo, WorkerError>>;
+    /// `DELETE /savepoints/{id}`: 204 is [`Disposal::Deleted`], 404
+    /// [`Disposal::Unknown`], anything else an error (e.g. 409 while it is written).
+    fn delete_savepoint<'a>(
+        &'a self,
+        addr: SocketAddr,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Disposal, WorkerError>>;
 }
 
 /// The workers' API over plain HTTP on the Pod network.
@@ -186,6 +202,24 @@ impl HttpWorkers {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<T, WorkerError> {
+        let (status, bytes) = self.send(addr, method, path, body).await?;
+        if !status.is_success() {
+            return Err(status_error(addr, path, status, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|source| WorkerError::Decode {
+            addr,
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    async fn send(
+        &self,
+        addr: SocketAddr,
+        method: http::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(http::StatusCode, bytes::Bytes), WorkerError> {
         let unreachable = |reason: String| WorkerError::Unreachable { addr, reason };
         let mut req = http::Request::builder()
             .method(method)
@@ -211,22 +245,23 @@ impl HttpWorkers {
                 .to_bytes();
             Ok::<_, WorkerError>((status, bytes))
         };
-        let (status, bytes) = tokio::time::timeout(TIMEOUT, call)
+        tokio::time::timeout(TIMEOUT, call)
             .await
-            .map_err(|_| unreachable(format!("no answer within {TIMEOUT:?}")))??;
-        if !status.is_success() {
-            return Err(WorkerError::Status {
-                addr,
-                path: path.to_owned(),
-                status: status.as_u16(),
-                body: String::from_utf8_lossy(&bytes).chars().take(300).collect(),
-            });
-        }
-        serde_json::from_slice(&bytes).map_err(|source| WorkerError::Decode {
-            addr,
-            path: path.to_owned(),
-            source,
-        })
+            .map_err(|_| unreachable(format!("no answer within {TIMEOUT:?}")))?
+    }
+}
+
+fn status_error(
+    addr: SocketAddr,
+    path: &str,
+    status: http::StatusCode,
+    bytes: &[u8],
+) -> WorkerError {
+    WorkerError::Status {
+        addr,
+        path: path.to_owned(),
+        status: status.as_u16(),
+        body: String::from_utf8_lossy(bytes).chars().take(300).collect(),
     }
 }
 
@@ -261,6 +296,22 @@ impl WorkerApi for HttpWorkers {
         Box::pin(async move {
             let path = format!("/savepoints/{id}");
             self.call(addr, http::Method::GET, &path, None).await
+        })
+    }
+
+    fn delete_savepoint<'a>(
+        &'a self,
+        addr: SocketAddr,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Disposal, WorkerError>> {
+        Box::pin(async move {
+            let path = format!("/savepoints/{id}");
+            let (status, bytes) = self.send(addr, http::Method::DELETE, &path, None).await?;
+            match status {
+                http::StatusCode::NOT_FOUND => Ok(Disposal::Unknown),
+                s if s.is_success() => Ok(Disposal::Deleted),
+                s => Err(status_error(addr, &path, s, &bytes)),
+            }
         })
     }
 }
@@ -311,6 +362,13 @@ mod tests {
                     } else {
                         (StatusCode::NOT_FOUND, "no savepoint").into_response()
                     }
+                })
+                .delete(|Path(id): Path<String>| async move {
+                    match id.as_str() {
+                        "sp-1" => StatusCode::NO_CONTENT.into_response(),
+                        "sp-2" => (StatusCode::CONFLICT, "still being written").into_response(),
+                        _ => (StatusCode::NOT_FOUND, "no savepoint").into_response(),
+                    }
                 }),
             );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -350,6 +408,19 @@ mod tests {
         assert!(
             matches!(lost, WorkerError::Status { status: 404, .. }),
             "{lost}"
+        );
+        assert_eq!(
+            api.delete_savepoint(addr, "sp-1").await.unwrap(),
+            Disposal::Deleted
+        );
+        assert_eq!(
+            api.delete_savepoint(addr, "sp-9").await.unwrap(),
+            Disposal::Unknown
+        );
+        let busy = api.delete_savepoint(addr, "sp-2").await.unwrap_err();
+        assert!(
+            matches!(busy, WorkerError::Status { status: 409, .. }),
+            "{busy}"
         );
     }
 

@@ -126,8 +126,9 @@ async fn topics(env: &TestEnv, partitions: i32) -> Topics {
 }
 
 /// A savepoint-mode pipeline of 2 workers on real Kafka topics; checkpoints and
-/// savepoints in the folder the pod runner gives the snapshot claim.
-fn worker_manifest(env: &TestEnv, ns: &str, name: &str, t: &Topics) -> String {
+/// savepoints in the folder the pod runner gives the snapshot claim; at most
+/// `max_count` savepoints kept.
+fn worker_manifest(env: &TestEnv, ns: &str, name: &str, t: &Topics, max_count: u32) -> String {
     let snapshots = PathBuf::from(env.get(keys::PODS_DIR).unwrap())
         .join("claims")
         .join(ns)
@@ -162,6 +163,7 @@ spec:
     storage:
       path: {snap}/checkpoints
   savepoints:
+    maxCount: {max_count}
     storage:
       path: {snap}/savepoints
 ",
@@ -573,7 +575,7 @@ async fn savepoint_upgrades_kills_and_an_operator_restart_lose_and_duplicate_not
         &env,
         keys::KUBECTL,
         &["apply", "-n", &ns, "-f", "-"],
-        Some(&worker_manifest(&env, &ns, name, &t)),
+        Some(&worker_manifest(&env, &ns, name, &t, 10)),
     )
     .unwrap();
     let traffic = Traffic::start(&env, &t.input, 100);
@@ -753,7 +755,7 @@ async fn suspend_keeps_the_state_and_resume_restores_it() {
         &env,
         keys::KUBECTL,
         &["apply", "-n", &ns, "-f", "-"],
-        Some(&worker_manifest(&env, &ns, name, &t)),
+        Some(&worker_manifest(&env, &ns, name, &t, 1)),
     )
     .unwrap();
     let traffic = Traffic::start(&env, &t.input, 100);
@@ -764,6 +766,68 @@ async fn suspend_keeps_the_state_and_resume_restores_it() {
     reader
         .wait_all(traffic.sent(), "decisions flow", SLOW)
         .await;
+
+    // Savepoint disposal: with maxCount 1 a second savepoint deletes the first one
+    // from storage through the workers that wrote it.
+    let mut first = None;
+    for nonce in [1, 2] {
+        patch(
+            &env,
+            &ns,
+            name,
+            &format!(r#"{{"spec":{{"savepointTriggerNonce":{nonce}}}}}"#),
+        )
+        .await;
+        let rp = wait_rp(
+            &api,
+            name,
+            "the nonce savepoint completed",
+            &op,
+            SLOW,
+            |rp| {
+                let s = rp.status.as_ref();
+                s.and_then(|s| s.last_savepoint_trigger_nonce) == Some(nonce)
+                    && s.is_some_and(|s| {
+                        s.savepoints.len() == 1
+                            && s.savepoints[0].trigger_nonce == Some(nonce)
+                            && s.savepoints[0].phase == SavepointPhase::Completed
+                    })
+            },
+        )
+        .await;
+        first.get_or_insert(rp.status.unwrap().savepoints[0].path.clone());
+    }
+    let first = PathBuf::from(first.unwrap());
+    wait_for(
+        "the first savepoint deleted from storage",
+        DEADLINE,
+        POLL,
+        || {
+            let first = first.clone();
+            async move { Ok((!first.join("_complete").exists()).then_some(())) }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}: {}", first.display()));
+    let events = kubectl(
+        &env,
+        &[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.items[*].note}",
+        ],
+    )
+    .await;
+    assert!(
+        events.contains(&format!(
+            "savepoint {} deleted from storage",
+            first.display()
+        )),
+        "{events}"
+    );
 
     // Suspend: a savepoint, then no worker; transactions keep arriving meanwhile.
     patch(&env, &ns, name, r#"{"spec":{"job":{"state":"suspended"}}}"#).await;

@@ -86,7 +86,8 @@ pub struct Decision {
     pub rollout: Option<RolloutStatus>,
     /// `status.savepoints` after progress, a new request and retention.
     pub savepoints: Vec<SavepointStatus>,
-    /// Entries retention removed (their files are to be disposed of).
+    /// Entries retention removed: their files are deleted through the workers, and
+    /// an entry whose deletion must be retried goes back into the history.
     pub disposed: Vec<SavepointStatus>,
     /// A savepoint to start now (its entry is already in `savepoints`).
     pub trigger: Option<SavepointRequest>,
@@ -168,17 +169,6 @@ pub fn decide(obs: &Observed<'_>) -> Decision {
         .unwrap_or(1)
         .max(1);
     let (kept, disposed) = savepoints::retain(&history, max_count, max_age, obs.now);
-    for gone in &disposed {
-        notes.push(rollout::normal(
-            "SavepointDisposed",
-            format!(
-                "savepoint {} left the history (retention: {} savepoints, {})",
-                gone.path,
-                max_count,
-                obs.spec.savepoints.max_age.as_str()
-            ),
-        ));
-    }
     Decision {
         plan: step.plan,
         rollout: step.rollout,

@@ -7,8 +7,10 @@ use std::time::Duration;
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use riskpipe_crds::{
     RiskPipelineSpec, RiskPipelineStatus, SavepointPhase, SavepointStatus, SavepointTrigger,
-    Storage,
+    Storage, WorkerSavepointRequest,
 };
+
+use super::rollout::{Note, normal, warning};
 
 /// Failed attempts of one savepoint before the operator gives up and reports Degraded.
 pub const MAX_ATTEMPTS: usize = 5;
@@ -228,4 +230,94 @@ pub fn retain(
         kept.into_iter().map(|(s, _)| s).collect(),
         gone.into_iter().map(|(s, _)| s).collect(),
     )
+}
+
+/// Why entries leave the history, for Events.
+pub fn retention_cause(spec: &RiskPipelineSpec) -> String {
+    format!(
+        "retention: at most {} savepoints, none older than {}",
+        spec.savepoints.max_count.max(1),
+        spec.savepoints.max_age.as_str()
+    )
+}
+
+/// What became of one worker's part of a savepoint being disposed of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PartDisposal {
+    /// `DELETE /savepoints/{id}` removed it from storage.
+    Deleted,
+    /// The worker did not know the id (it restarted since): its files may remain.
+    Unknown,
+    /// No worker of that ordinal exists any more (the pipeline was scaled down).
+    NoWorker,
+    /// Not done now (worker not running or unreachable, part still being written):
+    /// the entry stays in the history and the deletion is retried later.
+    Retry(String),
+}
+
+/// The outcome of disposing of `entry` with `parts` (one per request): the entry to
+/// keep in the history with the parts still to delete (`None` when nothing is left
+/// to retry), and the Event to publish, if any (a retry already reported with the
+/// same message is not reported again).
+pub fn disposal(
+    entry: &SavepointStatus,
+    parts: &[(WorkerSavepointRequest, PartDisposal)],
+    cause: &str,
+) -> (Option<SavepointStatus>, Option<Note>) {
+    let retry: Vec<String> = parts
+        .iter()
+        .filter_map(|(r, p)| match p {
+            PartDisposal::Retry(why) => Some(format!("worker {}: {why}", r.ordinal)),
+            _ => None,
+        })
+        .collect();
+    let left: Vec<String> = parts
+        .iter()
+        .filter_map(|(r, p)| match p {
+            PartDisposal::Unknown => Some(format!(
+                "worker {} no longer knows {} (restarted since)",
+                r.ordinal, r.id
+            )),
+            PartDisposal::NoWorker => Some(format!("worker {} no longer exists", r.ordinal)),
+            _ => None,
+        })
+        .collect();
+    if !retry.is_empty() {
+        let mut kept = entry.clone();
+        kept.requests = parts
+            .iter()
+            .filter(|(_, p)| matches!(p, PartDisposal::Retry(_)))
+            .map(|(r, _)| r.clone())
+            .collect();
+        let message = format!("disposal pending ({cause}): {}", retry.join("; "));
+        let note = (entry.message.as_deref() != Some(message.as_str())).then(|| {
+            warning(
+                "SavepointDisposalPending",
+                format!(
+                    "savepoint {} could not be deleted yet, retried later: {}",
+                    entry.path,
+                    retry.join("; ")
+                ),
+            )
+        });
+        kept.message = Some(message);
+        return (Some(kept), note);
+    }
+    let note = if left.is_empty() {
+        normal(
+            "SavepointDisposed",
+            format!("savepoint {} deleted from storage ({cause})", entry.path),
+        )
+    } else {
+        warning(
+            "SavepointDisposed",
+            format!(
+                "savepoint {} left the history ({cause}), but parts may remain in storage \
+                 and need removing by hand: {}",
+                entry.path,
+                left.join("; ")
+            ),
+        )
+    };
+    (None, Some(note))
 }

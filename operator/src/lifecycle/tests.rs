@@ -457,3 +457,56 @@ fn a_rescale_while_new_workers_start_begins_again_safely() {
         "no worker starts with the new assignment beside the old ones"
     );
 }
+
+#[test]
+fn disposal_keeps_only_the_parts_to_retry_and_reports_a_pending_retry_once() {
+    use riskpipe_crds::WorkerSavepointRequest;
+    use savepoints::{PartDisposal, disposal};
+    let req = |ordinal| WorkerSavepointRequest {
+        ordinal,
+        id: "sp-1".into(),
+    };
+    let mut e = entry(0, SavepointPhase::Completed);
+    e.requests = vec![req(0), req(1), req(2)];
+    let cause = "retention: at most 2 savepoints, none older than 7d";
+
+    // Every part gone: the entry leaves, a Normal Event with the cause.
+    let all = [
+        (req(0), PartDisposal::Deleted),
+        (req(1), PartDisposal::Deleted),
+    ];
+    let (kept, note) = disposal(&e, &all, cause);
+    let note = note.unwrap();
+    assert!(kept.is_none());
+    assert!(!note.warning && note.message.contains(cause), "{note:?}");
+
+    // One part unreachable: kept with that part only; the same failure again is
+    // not reported twice.
+    let some = [
+        (req(0), PartDisposal::Deleted),
+        (req(1), PartDisposal::Retry("unreachable".into())),
+        (req(2), PartDisposal::Unknown),
+    ];
+    let (kept, note) = disposal(&e, &some, cause);
+    let kept = kept.unwrap();
+    assert_eq!(kept.requests, vec![req(1)]);
+    assert_eq!(note.unwrap().reason, "SavepointDisposalPending");
+    let again = [(req(1), PartDisposal::Retry("unreachable".into()))];
+    let (kept2, note2) = disposal(&kept, &again, cause);
+    assert_eq!(kept2.unwrap().requests, vec![req(1)]);
+    assert!(note2.is_none(), "already reported");
+
+    // A worker that forgot the id, or no longer exists: gone from the history with
+    // a Warning that names what may remain.
+    let lost = [
+        (req(1), PartDisposal::Unknown),
+        (req(2), PartDisposal::NoWorker),
+    ];
+    let (kept, note) = disposal(&e, &lost, cause);
+    let note = note.unwrap();
+    assert!(kept.is_none());
+    assert!(
+        note.warning && note.message.contains("restarted") && note.message.contains("worker 2"),
+        "{note:?}"
+    );
+}

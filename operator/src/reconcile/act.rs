@@ -6,9 +6,13 @@ use kube::{ResourceExt, runtime::controller::Action};
 use riskpipe_crds::{RiskPipeline, SavepointPhase, WorkerSavepointRequest};
 
 use super::{BUSY_REQUEST_NOTE, Context, Error, observe, write_status};
+use crate::worker_api::Disposal;
 use crate::{
     build::{Desired, Owner},
-    lifecycle::{self, Decision, Progress, Workload, savepoints},
+    lifecycle::{
+        self, Decision, Progress, Workload,
+        savepoints::{self, PartDisposal},
+    },
     names::SAVEPOINT_ON_DELETE_ANNOTATION,
 };
 
@@ -92,6 +96,40 @@ pub async fn trigger_savepoint(
             ));
         }
     }
+}
+
+/// Deletes the savepoints retention removed through the workers that wrote them
+/// (`DELETE /savepoints/{id}`); an entry whose deletion must be retried (worker not
+/// running, unreachable, or the part still being written) goes back into the history.
+pub async fn dispose_savepoints(
+    ctx: &Context,
+    decision: &mut Decision,
+    addrs: &BTreeMap<i32, SocketAddr>,
+    workload: Option<&Workload>,
+    cause: &str,
+) {
+    let running = workload.map_or(0, |w| w.spec_replicas);
+    for entry in std::mem::take(&mut decision.disposed) {
+        let mut parts = Vec::new();
+        for req in &entry.requests {
+            let outcome = match addrs.get(&req.ordinal) {
+                Some(addr) => match ctx.workers.delete_savepoint(*addr, &req.id).await {
+                    Ok(Disposal::Deleted) => PartDisposal::Deleted,
+                    Ok(Disposal::Unknown) => PartDisposal::Unknown,
+                    Err(e) => PartDisposal::Retry(e.to_string()),
+                },
+                None if running > 0 && req.ordinal >= running => PartDisposal::NoWorker,
+                None => PartDisposal::Retry("not running".into()),
+            };
+            parts.push((req.clone(), outcome));
+        }
+        let (kept, note) = savepoints::disposal(&entry, &parts, cause);
+        decision.notes.extend(note);
+        if let Some(kept) = kept {
+            decision.savepoints.push(kept);
+        }
+    }
+    decision.savepoints.sort_by_key(|s| s.started_at.0);
 }
 
 /// Before a pipeline annotated `riskpipe.io/savepoint-on-delete: "true"` goes, takes a

@@ -278,6 +278,8 @@ async fn apply(rp: &RiskPipeline, ctx: &Context) -> Result<Action, Error> {
 
     // Act on the workers, then tell.
     act::trigger_savepoint(ctx, &mut decision, &live.addrs, workload.as_ref()).await;
+    let cause = savepoints::retention_cause(&rp.spec);
+    act::dispose_savepoints(ctx, &mut decision, &live.addrs, workload.as_ref(), &cause).await;
     for note in &decision.notes {
         ctx.publish(rp, note, note.reason).await;
     }

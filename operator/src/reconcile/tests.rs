@@ -20,7 +20,7 @@ use super::*;
 use crate::{
     checks::TopicInfo,
     names::FINALIZER,
-    worker_api::{SavepointAck, SavepointInfo, WorkerError, WorkerStatus},
+    worker_api::{Disposal, SavepointAck, SavepointInfo, WorkerError, WorkerStatus},
 };
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
@@ -134,6 +134,18 @@ impl WorkerApi for NoWorkers {
         addr: std::net::SocketAddr,
         _: &'a str,
     ) -> BoxFuture<'a, Result<SavepointInfo, WorkerError>> {
+        Box::pin(async move {
+            Err(WorkerError::Unreachable {
+                addr,
+                reason: "test".into(),
+            })
+        })
+    }
+    fn delete_savepoint<'a>(
+        &'a self,
+        addr: std::net::SocketAddr,
+        _: &'a str,
+    ) -> BoxFuture<'a, Result<Disposal, WorkerError>> {
         Box::pin(async move {
             Err(WorkerError::Unreachable {
                 addr,
@@ -409,10 +421,13 @@ async fn a_pipeline_without_the_finalizer_gets_it_first() {
     .unwrap();
 }
 
-/// Workers that acknowledge savepoints and remember what they were asked.
+/// Workers that acknowledge savepoints and remember what they were asked; the
+/// worker at `unreachable` does not answer deletions.
 #[derive(Default)]
 struct RecordingWorkers {
     asked: std::sync::Mutex<Vec<(std::net::SocketAddr, String)>>,
+    deleted: std::sync::Mutex<Vec<(std::net::SocketAddr, String)>>,
+    unreachable: Option<std::net::IpAddr>,
 }
 
 impl WorkerApi for RecordingWorkers {
@@ -451,6 +466,22 @@ impl WorkerApi for RecordingWorkers {
                 reason: "not needed".into(),
             })
         })
+    }
+    fn delete_savepoint<'a>(
+        &'a self,
+        addr: std::net::SocketAddr,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Disposal, WorkerError>> {
+        if self.unreachable == Some(addr.ip()) {
+            return Box::pin(async move {
+                Err(WorkerError::Unreachable {
+                    addr,
+                    reason: "connection refused".into(),
+                })
+            });
+        }
+        self.deleted.lock().unwrap().push((addr, id.to_owned()));
+        Box::pin(async { Ok(Disposal::Deleted) })
     }
 }
 
@@ -592,4 +623,185 @@ async fn a_new_nonce_asks_every_worker_and_records_their_requests() {
         asked[0].1, asked[1].1,
         "one common folder for the savepoint"
     );
+}
+
+fn completed_savepoint(minute: i64) -> riskpipe_crds::SavepointStatus {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let at = Timestamp::from_second(now().as_second() - 3600 + minute * 60).unwrap();
+    riskpipe_crds::SavepointStatus {
+        path: format!("/var/lib/riskpipe/savepoints/payments/savepoint-{minute}"),
+        trigger: riskpipe_crds::SavepointTrigger::Nonce,
+        trigger_nonce: Some(minute),
+        phase: riskpipe_crds::SavepointPhase::Completed,
+        started_at: Time(at),
+        completed_at: Some(Time(at)),
+        message: None,
+        requests: (0..2)
+            .map(|ordinal| riskpipe_crds::WorkerSavepointRequest {
+                ordinal,
+                id: format!("sp-{minute}"),
+            })
+            .collect(),
+    }
+}
+
+/// Retention over `maxCount`: the oldest savepoint is deleted on each worker that
+/// wrote a part; when one worker cannot be reached the entry stays, holding only the
+/// part still to delete, and a Warning says so.
+async fn dispose_with(unreachable: Option<&str>) -> (Value, Vec<(std::net::SocketAddr, String)>) {
+    let mut rp = pipeline();
+    rp.spec.savepoints.max_count = 2;
+    rp.spec.savepoint_trigger_nonce = Some(3);
+    rp.status = Some(riskpipe_crds::RiskPipelineStatus {
+        last_savepoint_trigger_nonce: Some(3),
+        savepoints: (1..=3).map(completed_savepoint).collect(),
+        ..Default::default()
+    });
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(service, "default");
+    let workers = Arc::new(RecordingWorkers {
+        unreachable: unreachable.map(|ip| ip.parse().unwrap()),
+        ..RecordingWorkers::default()
+    });
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        applier: crate::apply::Applier::new(client.clone()),
+        recorder: Recorder::new(
+            client,
+            Reporter {
+                controller: "riskpipe-operator".into(),
+                instance: None,
+            },
+        ),
+        workers: workers.clone(),
+        topics: Arc::new(FixedTopic(TopicInfo::Unknown)),
+        metrics: crate::metrics::Metrics::default(),
+        now,
+    });
+    let sts = running_statefulset(&rp);
+    let stored = serde_json::to_value(&rp).unwrap();
+    let written = Arc::new(std::sync::Mutex::new(Value::Null));
+    let w = written.clone();
+    let expect_event = unreachable.is_some();
+    let mut expects = vec![
+        Expect {
+            method: Method::GET,
+            path: PIPELINE,
+            answer: Box::new(move |_| Some(stored)),
+        },
+        Expect {
+            method: Method::GET,
+            path: "/apis/apps/v1/namespaces/risk/statefulsets/payments",
+            answer: Box::new(move |_| Some(sts)),
+        },
+        not_found("/api/v1/namespaces/risk/configmaps/payments-config"),
+        Expect {
+            method: Method::GET,
+            path: "/api/v1/namespaces/risk/pods",
+            answer: Box::new(|_| {
+                Some(
+                    json!({"kind":"PodList","apiVersion":"v1","metadata":{},"items":[worker_pod(0), worker_pod(1)]}),
+                )
+            }),
+        },
+        echo(
+            Method::PATCH,
+            "/api/v1/namespaces/risk/serviceaccounts/payments-worker",
+        ),
+        echo(
+            Method::PATCH,
+            "/api/v1/namespaces/risk/services/payments-workers",
+        ),
+        echo(
+            Method::PATCH,
+            "/apis/policy/v1/namespaces/risk/poddisruptionbudgets/payments",
+        ),
+        echo(
+            Method::PATCH,
+            "/api/v1/namespaces/risk/persistentvolumeclaims/payments-snapshots",
+        ),
+        echo(
+            Method::PATCH,
+            "/api/v1/namespaces/risk/configmaps/payments-config",
+        ),
+        echo(
+            Method::PATCH,
+            "/apis/apps/v1/namespaces/risk/statefulsets/payments",
+        ),
+        check(Method::POST, EVENTS, move |e| {
+            let (reason, kind) = if expect_event {
+                ("SavepointDisposalPending", "Warning")
+            } else {
+                ("SavepointDisposed", "Normal")
+            };
+            assert_eq!(
+                (e["reason"].as_str(), e["type"].as_str()),
+                (Some(reason), Some(kind)),
+                "{e}"
+            );
+            assert!(e["note"].as_str().unwrap().contains("savepoint-1"), "{e}");
+        }),
+    ];
+    expects.push(status_check(move |s| {
+        *w.lock().unwrap() = s["status"].clone()
+    }));
+    let server = tokio::spawn(verify(handle, expects));
+    reconcile(Arc::new(rp), ctx).await.unwrap();
+    server.await.unwrap();
+    let deleted = workers.deleted.lock().unwrap().clone();
+    let status = written.lock().unwrap().clone();
+    (status, deleted)
+}
+
+#[tokio::test]
+async fn retention_deletes_the_oldest_savepoint_on_every_worker() {
+    let (status, deleted) = dispose_with(None).await;
+    let ids: Vec<(String, &str)> = deleted
+        .iter()
+        .map(|(a, id)| (a.ip().to_string(), id.as_str()))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            ("127.0.1.2".to_owned(), "sp-1"),
+            ("127.0.1.3".to_owned(), "sp-1")
+        ]
+    );
+    let paths: Vec<&str> = status["savepoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "/var/lib/riskpipe/savepoints/payments/savepoint-2",
+            "/var/lib/riskpipe/savepoints/payments/savepoint-3"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_worker_keeps_the_entry_for_a_later_retry() {
+    let (status, deleted) = dispose_with(Some("127.0.1.3")).await;
+    assert_eq!(deleted.len(), 1, "worker 0 deleted its part: {deleted:?}");
+    let first = &status["savepoints"][0];
+    assert_eq!(
+        first["path"],
+        "/var/lib/riskpipe/savepoints/payments/savepoint-1"
+    );
+    assert_eq!(
+        first["requests"],
+        json!([{"ordinal": 1, "id": "sp-1"}]),
+        "only the part still to delete"
+    );
+    assert!(
+        first["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("disposal pending"),
+        "{first}"
+    );
+    assert_eq!(status["savepoints"].as_array().unwrap().len(), 3);
 }
