@@ -15,6 +15,9 @@ pub const PARALLELISM_ANNOTATION: &str = "riskpipe.io/parallelism";
 pub const SAVEPOINT_ON_DELETE_ANNOTATION: &str = "riskpipe.io/savepoint-on-delete";
 /// Pod template annotation: the savepoint the workers restore from, when any.
 pub const RESTORE_FROM_ANNOTATION: &str = "riskpipe.io/restore-from";
+/// Pod template annotation: the restart policy's last restart; a new one restarts
+/// the workers (a rolling restart from their local state).
+pub const RESTARTED_AT_ANNOTATION: &str = "riskpipe.io/restarted-at";
 /// Key of the rendered manifest in the ConfigMap (the worker contract).
 pub const CONFIG_KEY: &str = "pipeline.yaml";
 /// Folder the ConfigMap is mounted at in the worker.

@@ -2,6 +2,7 @@
 //! the same objects, so the reconcile can apply them blindly and tests can read them.
 
 pub mod secrets;
+pub mod stateless;
 mod support;
 mod workload;
 
@@ -16,7 +17,7 @@ use riskpipe_crds::{RiskPipeline, RiskPipelineSpec, Storage};
 use crate::names::Names;
 
 pub use support::{config_map, pdb, service, service_account, snapshots_claim};
-pub use workload::{statefulset, worker_args};
+pub use workload::{Template, statefulset, worker_args};
 
 /// Why the desired objects could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -62,14 +63,37 @@ pub struct Desired {
 pub fn desired(rp: &RiskPipeline, plan: &WorkloadPlan) -> Result<Desired, BuildError> {
     let owner = Owner::of(rp)?;
     let hash = config_hash(&rp.spec)?;
+    let epoch = stateless::epoch(&rp.spec, &hash);
+    let worker_spec = stateless::worker_spec(&rp.spec, epoch.as_deref());
+    let state_dir = stateless::state_dir(&rp.spec, epoch.as_deref());
     Ok(Desired {
-        config_map: config_map(&owner, rp)?,
+        config_map: config_map(&owner, rp, &worker_spec)?,
         service_account: service_account(&owner),
         service: service(&owner),
         pdb: pdb(&owner),
         snapshots_claim: snapshots_claim(&owner, &rp.spec),
-        statefulset: statefulset(&owner, &rp.spec, plan, &hash),
+        statefulset: statefulset(
+            &owner,
+            &rp.spec,
+            &Template {
+                plan,
+                hash: &hash,
+                state_dir: &state_dir,
+                restarted_at: restarted_at(rp).as_deref(),
+            },
+        ),
     })
+}
+
+/// The restart policy's last restart (`status.restarts.lastRestartTime`), RFC 3339.
+fn restarted_at(rp: &RiskPipeline) -> Option<String> {
+    rp.status
+        .as_ref()?
+        .restarts
+        .as_ref()?
+        .last_restart_time
+        .as_ref()
+        .map(|t| t.0.to_string())
 }
 
 /// Name, namespace and owner reference shared by every owned object.

@@ -32,7 +32,11 @@ struct Rendered<'a> {
 }
 
 /// ConfigMap with the rendered manifest at `pipeline.yaml`.
-pub fn config_map(owner: &Owner, rp: &RiskPipeline) -> Result<ConfigMap, BuildError> {
+pub fn config_map(
+    owner: &Owner,
+    rp: &RiskPipeline,
+    spec: &RiskPipelineSpec,
+) -> Result<ConfigMap, BuildError> {
     let rendered = Rendered {
         api_version: API_VERSION,
         kind: KIND,
@@ -41,7 +45,7 @@ pub fn config_map(owner: &Owner, rp: &RiskPipeline) -> Result<ConfigMap, BuildEr
             namespace: rp.namespace(),
             ..ObjectMeta::default()
         },
-        spec: &rp.spec,
+        spec,
     };
     let yaml = yaml_serde::to_string(&rendered).map_err(BuildError::Render)?;
     Ok(ConfigMap {

@@ -285,3 +285,102 @@ fn a_pipeline_without_uid_is_refused() {
         Err(BuildError::MissingMetadata("uid"))
     ));
 }
+
+/// The restart policy restarts the workers through their Pod template: the last
+/// restart time is an annotation, so a new one rolls them and an old one is stable.
+#[test]
+fn the_last_restart_time_is_in_the_pod_template() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    let d = desired(&pipeline(), &plan(3)).unwrap();
+    let ann = pod_template(&d)
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .clone()
+        .unwrap();
+    assert!(!ann.contains_key(crate::names::RESTARTED_AT_ANNOTATION));
+    let mut rp = pipeline();
+    rp.status = Some(riskpipe_crds::RiskPipelineStatus {
+        restarts: Some(riskpipe_crds::RestartStatus {
+            count: 1,
+            window_start: None,
+            last_restart_time: Some(Time(
+                k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap(),
+            )),
+            last_reason: Some("error rate".into()),
+        }),
+        ..Default::default()
+    });
+    let d = desired(&rp, &plan(3)).unwrap();
+    let ann = pod_template(&d)
+        .metadata
+        .as_ref()
+        .unwrap()
+        .annotations
+        .clone()
+        .unwrap();
+    assert_eq!(
+        ann[crate::names::RESTARTED_AT_ANNOTATION],
+        "2023-11-14T22:13:20Z"
+    );
+}
+
+fn state_dir_arg(d: &Desired) -> String {
+    let args = pod_template(d).spec.as_ref().unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    let i = args.iter().position(|a| a == "--state-dir").unwrap();
+    args[i + 1].clone()
+}
+
+fn rendered_checkpoints(d: &Desired) -> String {
+    let yaml = &d.config_map.data.as_ref().unwrap()[crate::names::CONFIG_KEY];
+    let rp: RiskPipeline = yaml_serde::from_str(yaml).unwrap();
+    rp.spec.checkpoints.storage.path.unwrap()
+}
+
+/// Stateless mode wipes state: each configuration (hash and parallelism) has its
+/// own state and checkpoint folders, so new workers find neither; the volume mount
+/// stays where it was. Other modes keep the one folder.
+#[test]
+fn stateless_mode_gives_each_configuration_fresh_state_and_checkpoint_folders() {
+    let kept = desired(&pipeline(), &plan(3)).unwrap();
+    assert_eq!(state_dir_arg(&kept), "/var/lib/riskpipe/state");
+    assert_eq!(rendered_checkpoints(&kept), "/var/lib/riskpipe/checkpoints");
+
+    let mut rp = pipeline();
+    rp.spec.job.upgrade_mode = riskpipe_crds::UpgradeMode::Stateless;
+    let a = desired(&rp, &plan(3)).unwrap();
+    let dir_a = state_dir_arg(&a);
+    assert!(
+        dir_a.starts_with("/var/lib/riskpipe/state/stateless-"),
+        "{dir_a}"
+    );
+    let epoch = dir_a.rsplit('/').next().unwrap().to_owned();
+    assert_eq!(
+        rendered_checkpoints(&a),
+        format!("/var/lib/riskpipe/checkpoints/{epoch}")
+    );
+    let mounts = pod_template(&a).spec.as_ref().unwrap().containers[0]
+        .volume_mounts
+        .clone()
+        .unwrap();
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m.name == "state" && m.mount_path == "/var/lib/riskpipe/state")
+    );
+    assert_eq!(
+        state_dir_arg(&desired(&rp, &plan(3)).unwrap()),
+        dir_a,
+        "stable"
+    );
+
+    rp.spec.rules.decision.review_score = 61;
+    let b = state_dir_arg(&desired(&rp, &plan(3)).unwrap());
+    rp.spec.parallelism = 2;
+    let c = state_dir_arg(&desired(&rp, &plan(2)).unwrap());
+    assert!(dir_a != b && b != c && dir_a != c, "{dir_a} {b} {c}");
+}

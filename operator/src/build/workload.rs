@@ -24,7 +24,7 @@ use riskpipe_crds::RiskPipelineSpec;
 use super::{Owner, WorkloadPlan, snapshot_paths};
 use crate::names::{
     CONFIG_DIR, CONFIG_HASH_ANNOTATION, CONFIG_KEY, CONTAINER, HTTP_PORT, HTTP_PORT_NAME,
-    PARALLELISM_ANNOTATION, RESTORE_FROM_ANNOTATION,
+    PARALLELISM_ANNOTATION, RESTARTED_AT_ANNOTATION, RESTORE_FROM_ANNOTATION,
 };
 
 /// Non-root user and group of the worker (the distroless `nonroot` id).
@@ -32,8 +32,25 @@ const WORKER_UID: i64 = 65532;
 /// Time a worker gets to finish its micro-batch and commit before SIGKILL.
 const TERMINATION_GRACE_SECONDS: i64 = 60;
 
+/// What the Pod template is made from besides the spec.
+#[derive(Clone, Copy, Debug)]
+pub struct Template<'a> {
+    /// Replicas and restore path.
+    pub plan: &'a WorkloadPlan,
+    /// Config hash (a change rolls the workers).
+    pub hash: &'a str,
+    /// The workers' `--state-dir` (a folder per configuration in stateless mode).
+    pub state_dir: &'a str,
+    /// The restart policy's last restart (a change restarts the workers).
+    pub restarted_at: Option<&'a str>,
+}
+
 /// The worker's command line (the worker contract).
-pub fn worker_args(spec: &RiskPipelineSpec, restore_from: Option<&str>) -> Vec<String> {
+pub fn worker_args(
+    spec: &RiskPipelineSpec,
+    restore_from: Option<&str>,
+    state_dir: &str,
+) -> Vec<String> {
     let mut args = vec![
         "run".to_owned(),
         "-f".to_owned(),
@@ -43,7 +60,7 @@ pub fn worker_args(spec: &RiskPipelineSpec, restore_from: Option<&str>) -> Vec<S
         "--replicas".to_owned(),
         spec.parallelism.to_string(),
         "--state-dir".to_owned(),
-        spec.state.path.clone(),
+        state_dir.to_owned(),
         "--http-addr".to_owned(),
         // The Pod's own address rather than 0.0.0.0: the same on a kubelet, and Pods
         // that share a host network namespace (the e2e pod runner) do not collide.
@@ -56,15 +73,11 @@ pub fn worker_args(spec: &RiskPipelineSpec, restore_from: Option<&str>) -> Vec<S
     args
 }
 
-/// The workers' StatefulSet for `plan`; `hash` goes into the Pod template so that a
-/// configuration change rolls the workers.
-pub fn statefulset(
-    owner: &Owner,
-    spec: &RiskPipelineSpec,
-    plan: &WorkloadPlan,
-    hash: &str,
-) -> StatefulSet {
+/// The workers' StatefulSet for `t.plan`; the hash goes into the Pod template so that
+/// a configuration change rolls the workers, and so does a new restart time.
+pub fn statefulset(owner: &Owner, spec: &RiskPipelineSpec, t: &Template<'_>) -> StatefulSet {
     let names = &owner.names;
+    let (plan, hash, restarted_at) = (t.plan, t.hash, t.restarted_at);
     let mut annotations = BTreeMap::from([
         (CONFIG_HASH_ANNOTATION.to_owned(), hash.to_owned()),
         (
@@ -74,6 +87,9 @@ pub fn statefulset(
     ]);
     if let Some(path) = &plan.restore_from {
         annotations.insert(RESTORE_FROM_ANNOTATION.to_owned(), path.clone());
+    }
+    if let Some(at) = restarted_at {
+        annotations.insert(RESTARTED_AT_ANNOTATION.to_owned(), at.to_owned());
     }
     StatefulSet {
         metadata: owner.meta(names.statefulset()),
@@ -104,7 +120,7 @@ pub fn statefulset(
                     annotations: Some(annotations),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(pod_spec(owner, spec, plan)),
+                spec: Some(pod_spec(owner, spec, t)),
             },
             ..StatefulSetSpec::default()
         },
@@ -123,7 +139,7 @@ fn state_claim(spec: &RiskPipelineSpec) -> PersistentVolumeClaim {
     }
 }
 
-fn pod_spec(owner: &Owner, spec: &RiskPipelineSpec, plan: &WorkloadPlan) -> PodSpec {
+fn pod_spec(owner: &Owner, spec: &RiskPipelineSpec, t: &Template<'_>) -> PodSpec {
     let names = &owner.names;
     let mut volumes = vec![
         Volume {
@@ -178,7 +194,11 @@ fn pod_spec(owner: &Owner, spec: &RiskPipelineSpec, plan: &WorkloadPlan) -> PodS
         containers: vec![Container {
             name: CONTAINER.into(),
             image: Some(spec.image.clone()),
-            args: Some(worker_args(spec, plan.restore_from.as_deref())),
+            args: Some(worker_args(
+                spec,
+                t.plan.restore_from.as_deref(),
+                t.state_dir,
+            )),
             env: Some(env()),
             ports: Some(vec![ContainerPort {
                 name: Some(HTTP_PORT_NAME.into()),

@@ -3,11 +3,13 @@
 //! and savepoints (nonce, schedule, retries, retention). No client, no clock: the
 //! caller passes `now`, so every transition is a unit test.
 
+pub mod autoscale;
+pub mod restart;
 pub mod rollout;
 pub mod savepoints;
 
 use k8s_openapi::jiff::Timestamp;
-use riskpipe_crds::{RiskPipelineSpec, RiskPipelineStatus};
+use riskpipe_crds::{ObservedMetrics, RestartStatus, RiskPipelineSpec, RiskPipelineStatus};
 
 /// What the operator saw of the workers' StatefulSet.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -65,6 +67,10 @@ pub struct Observed<'a> {
     pub savepoint: Option<savepoints::Progress>,
     /// Names of the spec sections that differ from the deployed manifest.
     pub changed: Vec<String>,
+    /// The workers' figures now, when they answered.
+    pub metrics: Option<ObservedMetrics>,
+    /// Partitions of the input topic, when known.
+    pub partitions: Option<i32>,
     /// The time of this decision.
     pub now: Timestamp,
 }
@@ -99,6 +105,24 @@ pub struct Decision {
     pub state: PipelineState,
     /// Why the pipeline cannot go on without a change (Degraded), if so.
     pub stuck: Option<String>,
+    /// Restart policy and autoscaler.
+    pub ops: Operations,
+}
+
+/// What the restart policy and the autoscaler decided.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Operations {
+    /// `status.restarts` after this reconcile; its `lastRestartTime` goes into the
+    /// workers' Pod template, so a new one restarts them.
+    pub restarts: Option<RestartStatus>,
+    /// The workers restart now (error rate).
+    pub restart: bool,
+    /// The restart limit is reached (Degraded), if so.
+    pub restart_stuck: Option<String>,
+    /// Set `spec.parallelism` to this now (autoscaler).
+    pub scale_to: Option<i32>,
+    /// The Scaling condition, when decided.
+    pub scaling: Option<crate::conditions::Cond>,
 }
 
 impl Decision {
@@ -169,6 +193,11 @@ pub fn decide(obs: &Observed<'_>) -> Decision {
         .unwrap_or(1)
         .max(1);
     let (kept, disposed) = savepoints::retain(&history, max_count, max_age, obs.now);
+    let idle = step.rollout.is_none()
+        && step.state == PipelineState::Running
+        && step.plan.is_some()
+        && trigger.is_none();
+    let ops = operations(obs, idle, &mut notes);
     Decision {
         plan: step.plan,
         rollout: step.rollout,
@@ -179,6 +208,50 @@ pub fn decide(obs: &Observed<'_>) -> Decision {
         notes,
         state: step.state,
         stuck: step.stuck,
+        ops,
+    }
+}
+
+/// Restart policy and autoscaler, when nothing else is under way (`idle`).
+fn operations(obs: &Observed<'_>, idle: bool, notes: &mut Vec<Note>) -> Operations {
+    let condition = |type_: &str| {
+        obs.status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_ && c.status == "True")
+    };
+    let high_since = condition(riskpipe_crds::condition_types::DEGRADED)
+        .filter(|c| c.reason == "HighErrorRate")
+        .map(|c| c.last_transition_time.0);
+    let restart = restart::decide(&restart::RestartInput {
+        policy: &obs.spec.restart_policy,
+        previous: obs.status.restarts.as_ref(),
+        error_rate: obs.metrics.as_ref().map(|m| m.error_rate),
+        high_since,
+        idle,
+        now: obs.now,
+    });
+    notes.extend(restart.note.clone());
+    let scaling = condition(riskpipe_crds::condition_types::SCALING)
+        .map(|c| (c.reason.as_str(), c.last_transition_time.0));
+    let scale = autoscale::decide(&autoscale::ScaleInput {
+        spec: &obs.spec.autoscaler,
+        parallelism: obs.spec.parallelism,
+        partitions: obs.partitions,
+        metrics: obs.metrics.as_ref(),
+        previous: scaling,
+        last_scale_time: obs.status.last_scale_time.as_ref().map(|t| t.0),
+        // A restart and a rescale never at once.
+        idle: idle && !restart.restart,
+        now: obs.now,
+    });
+    notes.extend(scale.note.clone());
+    Operations {
+        restarts: restart.status,
+        restart: restart.restart,
+        restart_stuck: restart.stuck,
+        scale_to: scale.scale_to,
+        scaling: Some(scale.condition),
     }
 }
 

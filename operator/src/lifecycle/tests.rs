@@ -81,6 +81,8 @@ impl Sim {
             workload: self.workload.clone(),
             savepoint: self.progress.take(),
             changed: vec!["rules".into()],
+            metrics: None,
+            partitions: None,
             now: at(self.now),
         };
         let d = decide(&obs);
@@ -509,4 +511,113 @@ fn disposal_keeps_only_the_parts_to_retry_and_reports_a_pending_retry_once() {
         note.warning && note.message.contains("restarted") && note.message.contains("worker 2"),
         "{note:?}"
     );
+}
+
+fn condition_since(
+    type_: &str,
+    reason: &str,
+    secs: i64,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        type_: type_.into(),
+        status: "True".into(),
+        reason: reason.into(),
+        message: String::new(),
+        last_transition_time: Time(at(secs)),
+        observed_generation: None,
+    }
+}
+
+fn steady_observed<'a>(
+    spec: &'a RiskPipelineSpec,
+    status: &'a RiskPipelineStatus,
+    metrics: riskpipe_crds::ObservedMetrics,
+    now: i64,
+) -> Observed<'a> {
+    Observed {
+        pipeline: "payments",
+        spec,
+        desired_hash: OLD,
+        status,
+        workload: Some(running(OLD, spec.parallelism)),
+        savepoint: None,
+        changed: Vec::new(),
+        metrics: Some(metrics),
+        partitions: Some(8),
+        now: at(now),
+    }
+}
+
+fn figures(rate: f64, busy: f64, lag: i64, error_rate: f64) -> riskpipe_crds::ObservedMetrics {
+    riskpipe_crds::ObservedMetrics {
+        records_per_second: rate,
+        busy_ratio: busy,
+        lag_records: lag,
+        lag_seconds: 0.0,
+        error_rate,
+        observed_at: None,
+    }
+}
+
+/// The decision wires the restart policy in: HighErrorRate since longer than the
+/// window restarts the workers of a steady pipeline, with a Warning Event.
+#[test]
+fn a_steady_pipeline_with_a_lasting_high_error_rate_restarts() {
+    let spec = spec(2, UpgradeMode::Savepoint);
+    let status = RiskPipelineStatus {
+        conditions: vec![condition_since("Degraded", "HighErrorRate", 0)],
+        ..RiskPipelineStatus::default()
+    };
+    let d = decide(&steady_observed(
+        &spec,
+        &status,
+        figures(100.0, 0.5, 0, 0.5),
+        3600,
+    ));
+    assert!(d.ops.restart);
+    assert_eq!(d.ops.restarts.as_ref().unwrap().count, 1);
+    assert!(d.notes.iter().any(|n| n.reason == "Restarted" && n.warning));
+    assert!(d.plan.is_some(), "the restart is applied with the workload");
+    // Below the threshold: nothing.
+    let d = decide(&steady_observed(
+        &spec,
+        &status,
+        figures(100.0, 0.5, 0, 0.0),
+        3600,
+    ));
+    assert!(!d.ops.restart);
+}
+
+/// The decision wires the autoscaler in: a scale-up wanted for the whole window
+/// sets the parallelism, with a Scaled Event and a Scaling condition.
+#[test]
+fn a_saturated_pipeline_scales_up_once_the_wish_held() {
+    let mut spec = spec(2, UpgradeMode::Savepoint);
+    spec.autoscaler.enabled = true;
+    spec.autoscaler.max_replicas = 8;
+    let status = RiskPipelineStatus {
+        conditions: vec![condition_since("Scaling", "ScaleUpPending", 0)],
+        ..RiskPipelineStatus::default()
+    };
+    let d = decide(&steady_observed(
+        &spec,
+        &status,
+        figures(1000.0, 1.0, 500_000, 0.0),
+        3600,
+    ));
+    let to = d.ops.scale_to.expect("scaled");
+    assert!(to > 2 && to <= 8, "{to}");
+    assert!(d.notes.iter().any(|n| n.reason == "Scaled"));
+    assert_eq!(d.ops.scaling.as_ref().unwrap().reason, "Scaling");
+    // Disabled: a Scaling=False condition saying so.
+    spec.autoscaler.enabled = false;
+    let d = decide(&steady_observed(
+        &spec,
+        &status,
+        figures(1000.0, 1.0, 500_000, 0.0),
+        3600,
+    ));
+    assert_eq!(d.ops.scale_to, None);
+    let c = d.ops.scaling.unwrap();
+    assert_eq!((c.status, c.reason.as_str()), (false, "Disabled"));
 }

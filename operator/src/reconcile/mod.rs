@@ -264,6 +264,11 @@ async fn apply(rp: &RiskPipeline, ctx: &Context) -> Result<Action, Error> {
         workload: workload.clone(),
         savepoint: progress,
         changed: observe::changed_sections(live.config_map.as_ref(), &rp.spec),
+        metrics: status::aggregate(&workers, now),
+        partitions: match topic {
+            TopicInfo::Partitions(p) => Some(p),
+            _ => None,
+        },
         now,
     };
 
@@ -273,8 +278,14 @@ async fn apply(rp: &RiskPipeline, ctx: &Context) -> Result<Action, Error> {
         replicas: workload.as_ref().map_or(0, |w| w.spec_replicas),
         restore_from: workload.as_ref().and_then(|w| w.restore_from.clone()),
     });
-    let desired = build::desired(rp, &plan)?;
+    // The restart policy's last restart time goes into the Pod template.
+    let mut to_build = (*rp).clone();
+    to_build.status.get_or_insert_default().restarts = decision.ops.restarts.clone();
+    let desired = build::desired(&to_build, &plan)?;
     act::apply_objects(ctx, &desired, decision.plan.is_some()).await?;
+    if let Some(replicas) = decision.ops.scale_to {
+        act::scale(ctx, rp, replicas).await?;
+    }
 
     // Act on the workers, then tell.
     act::trigger_savepoint(ctx, &mut decision, &live.addrs, workload.as_ref()).await;

@@ -148,6 +148,8 @@ fn conditions(
     let threshold = input.spec.restart_policy.error_rate_threshold;
     out.push(if let Some(why) = &d.stuck {
         Cond::yes(ct::DEGRADED, "RolloutBlocked", why.clone())
+    } else if let Some(why) = &d.ops.restart_stuck {
+        Cond::yes(ct::DEGRADED, "RestartLimitReached", why.clone())
     } else if let Some(m) = metrics.filter(|m| m.error_rate > threshold) {
         Cond::yes(
             ct::DEGRADED,
@@ -157,6 +159,7 @@ fn conditions(
     } else {
         Cond::no(ct::DEGRADED, "Healthy", "within objectives")
     });
+    out.extend(d.ops.scaling.clone());
     if let Some(c) = last_checkpoint {
         let late_after = input.spec.checkpoints.interval.as_std().saturating_mul(3);
         let age = input.now.duration_since(c.completed_at.0);
@@ -193,8 +196,12 @@ pub fn compose(input: &Input<'_>) -> RiskPipelineStatus {
         last_checkpoint,
         savepoints: d.savepoints.clone(),
         last_savepoint_trigger_nonce: d.last_nonce,
-        restarts: input.previous.restarts.clone(),
-        last_scale_time: input.previous.last_scale_time.clone(),
+        restarts: d.ops.restarts.clone(),
+        last_scale_time: if d.ops.scale_to.is_some() {
+            Some(Time(input.now))
+        } else {
+            input.previous.last_scale_time.clone()
+        },
         observed: metrics,
         rollout: d.rollout.clone(),
     }

@@ -32,6 +32,7 @@ fn decision(state: PipelineState) -> Decision {
         notes: Vec::new(),
         state,
         stuck: None,
+        ops: Default::default(),
     }
 }
 
