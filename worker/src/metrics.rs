@@ -46,6 +46,10 @@ pub struct WorkerMetrics {
     pub end_to_end_latency: Histogram,
     /// Record read → decided, seconds.
     pub in_worker_latency: Histogram,
+    /// One partition transaction's offsets + commit, seconds.
+    pub commit_duration: Histogram,
+    /// Records per committed partition transaction.
+    pub batch_records: Histogram,
     /// Records behind the partition's high watermark.
     pub lag: Family<PartitionLabel, Gauge>,
     /// Share of wall time spent processing (0..1).
@@ -74,6 +78,8 @@ impl WorkerMetrics {
             errors: Counter::default(),
             end_to_end_latency: latency(),
             in_worker_latency: latency(),
+            commit_duration: latency(),
+            batch_records: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
             lag: Family::default(),
             busy_ratio: Gauge::default(),
             checkpoint_duration: Gauge::default(),
@@ -113,6 +119,16 @@ impl WorkerMetrics {
             "in_worker_latency_seconds",
             "Record read to decision made",
             m.in_worker_latency.clone(),
+        );
+        r.register(
+            "transaction_commit_seconds",
+            "Adding the input offsets to a partition's transaction and committing it",
+            m.commit_duration.clone(),
+        );
+        r.register(
+            "transaction_records",
+            "Input records per committed partition transaction",
+            m.batch_records.clone(),
         );
         r.register(
             "lag_records",

@@ -260,6 +260,8 @@ pub fn producer_config(
     c.set("transactional.id", transactional_id)
         .set("enable.idempotence", "true")
         .set("linger.ms", "2")
+        .set("retry.backoff.ms", "10")
+        .set("retry.backoff.max.ms", "50")
         .set("compression.type", "lz4")
         .set("transaction.timeout.ms", "60000")
         .set("queue.buffering.max.messages", "200000");

@@ -15,6 +15,7 @@ pub mod assignment;
 pub mod clients;
 mod partition;
 mod snapshots;
+mod watermarks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -127,53 +128,73 @@ impl Fetched {
         }
     }
 
-    /// Polls until `cap` records are held, or — once `busy` says the previous
-    /// cycle's commits are done — until `max_delay` after the first record
-    /// (at once when nothing arrives and nothing is held).
+    /// Polls until `cap` records are held or `max_delay` has passed since the
+    /// first held record (at once when nothing arrives and nothing is held).
     fn fill(
         &mut self,
         consumer: &BaseConsumer,
         cap: usize,
         max_delay: Duration,
         metrics: &WorkerMetrics,
-        busy: impl Fn() -> bool,
     ) {
-        loop {
-            let still_busy = busy();
-            if self.count >= cap {
-                if still_busy {
-                    // Backpressure: hold no more than one cycle while committing.
-                    std::thread::sleep(Duration::from_micros(200));
-                    continue;
-                }
-                return;
-            }
-            let wait = match (still_busy, self.first_at) {
-                (true, _) => Duration::from_millis(1),
-                (false, Some(at)) => {
+        while self.count < cap {
+            let wait = match self.first_at {
+                Some(at) => {
                     let left = (at + max_delay).saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         return;
                     }
                     left
                 }
-                (false, None) => max_delay,
+                None => max_delay,
             };
-            match consumer.poll(wait) {
-                Some(Ok(m)) => {
-                    if let Some(i) = self.owned.iter().position(|o| *o == m.partition()) {
-                        self.queues[i].push(Polled::from_message(&m));
-                        self.count += 1;
-                        self.first_at.get_or_insert_with(Instant::now);
-                    }
-                }
-                Some(Err(e)) => {
-                    metrics.errors.inc();
-                    tracing::warn!(error = %e, "consumer error");
-                }
-                None if !still_busy => return,
-                None => {}
+            if !self.poll_one(consumer, wait, metrics) {
+                return;
             }
+        }
+    }
+
+    /// Polls while `committing` says the previous cycle's transactions are
+    /// still being committed, holding at most `cap` records (backpressure:
+    /// fetching pauses while a full cycle waits).
+    fn fill_while(
+        &mut self,
+        consumer: &BaseConsumer,
+        cap: usize,
+        metrics: &WorkerMetrics,
+        committing: impl Fn() -> bool,
+    ) {
+        while committing() {
+            if self.count >= cap {
+                std::thread::sleep(Duration::from_micros(200));
+            } else {
+                self.poll_one(consumer, Duration::from_millis(1), metrics);
+            }
+        }
+    }
+
+    /// Polls once; false when nothing arrived within `wait`.
+    fn poll_one(
+        &mut self,
+        consumer: &BaseConsumer,
+        wait: Duration,
+        metrics: &WorkerMetrics,
+    ) -> bool {
+        match consumer.poll(wait) {
+            Some(Ok(m)) => {
+                if let Some(i) = self.owned.iter().position(|o| *o == m.partition()) {
+                    self.queues[i].push(Polled::from_message(&m));
+                    self.count += 1;
+                    self.first_at.get_or_insert_with(Instant::now);
+                }
+                true
+            }
+            Some(Err(e)) => {
+                metrics.errors.inc();
+                tracing::warn!(error = %e, "consumer error");
+                true
+            }
+            None => false,
         }
     }
 
@@ -330,12 +351,14 @@ pub fn run(
         .group_metadata()
         .context("the consumer has no group metadata (group.id missing?)")?;
     let mut fetched = Fetched::new(&owned);
+    let watermarks = watermarks::Watermarks::watch(source, &args.security, &owned)?;
     while !stop.load(Ordering::Relaxed) {
-        fetched.fill(&consumer, cycle_cap, max_delay, &metrics, || false);
-        if let Some(at) = fetched.first_at {
-            loop_state.busy_from(at);
-        }
+        fetched.fill(&consumer, cycle_cap, max_delay, &metrics);
         // Decide every partition's batch inside its own transaction.
+        let cycle_started = Instant::now();
+        if fetched.count > 0 {
+            loop_state.busy_from(cycle_started);
+        }
         let mut open = Vec::new();
         for (i, worker) in workers.iter_mut().enumerate() {
             let batch = fetched.take(i);
@@ -353,6 +376,7 @@ pub fn run(
             );
             open.push((i, batch, produced));
         }
+        let produced_at = Instant::now();
         // Commit the partitions' transactions concurrently (each is a few
         // round trips to the coordinators) while fetching the next batch.
         let outcomes: Vec<Result<()>> = std::thread::scope(|scope| {
@@ -362,13 +386,21 @@ pub fn run(
                     let producer = workers[*i].producer();
                     let (id, topic, group) = (workers[*i].id, &source.topic, &group_metadata);
                     let last = batch.last().map_or(0, |p| p.offset());
+                    let metrics = &metrics;
                     produced.is_ok().then(|| {
-                        scope.spawn(move || partition::commit(producer, topic, id, last, group))
+                        scope.spawn(move || {
+                            let started = Instant::now();
+                            let result = partition::commit(producer, topic, id, last, group);
+                            metrics
+                                .commit_duration
+                                .observe(started.elapsed().as_secs_f64());
+                            result
+                        })
                     })
                 })
                 .collect();
             let committing = || handles.iter().flatten().any(|h| !h.is_finished());
-            fetched.fill(&consumer, cycle_cap, max_delay, &metrics, committing);
+            fetched.fill_while(&consumer, cycle_cap, &metrics, committing);
             handles
                 .into_iter()
                 .map(|h| match h {
@@ -379,10 +411,20 @@ pub fn run(
                 })
                 .collect()
         });
+        tracing::debug!(
+            records = open.iter().map(|(_, b, _)| b.len()).sum::<usize>(),
+            transactions = open.len(),
+            produce_ms = produced_at.duration_since(cycle_started).as_secs_f64() * 1000.0,
+            commit_ms = produced_at.elapsed().as_secs_f64() * 1000.0,
+            "cycle"
+        );
         for ((i, batch, produced), committed) in open.into_iter().zip(outcomes) {
             let n = batch.len();
             let outcome = produced.and(committed);
             let ok = outcome.is_ok();
+            if ok {
+                metrics.batch_records.observe(n as f64);
+            }
             if let Some(again) = workers[i].finish(batch, outcome, &metrics)? {
                 fetched.put_back(i, again);
             }
@@ -395,7 +437,7 @@ pub fn run(
         while let Ok(request) = requests.try_recv() {
             snapshots.savepoint(&workers, &request, &shared);
         }
-        loop_state.report(&workers, &consumer, &source.topic, &metrics, &shared);
+        loop_state.report(&workers, &watermarks, &metrics, &shared);
     }
     tracing::info!("stopping: the last batch is committed; taking a final checkpoint");
     snapshots.final_checkpoint(&workers, args.ordinal, &metrics, &shared)?;

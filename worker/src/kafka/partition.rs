@@ -17,6 +17,7 @@ use riskpipe_engine::{DecisionWriter, Engine, parse_transaction};
 use super::KafkaArgs;
 use super::clients;
 use super::snapshots::Snapshots;
+use super::watermarks::Watermarks;
 use crate::checkpoint::partition_dir;
 use crate::http::Shared;
 use crate::metrics::{DecisionLabel, KindLabel, PartitionLabel, WorkerMetrics};
@@ -396,13 +397,9 @@ impl PartitionWorker {
         }
     }
 
-    /// Records behind the partition's high watermark (one short broker round
-    /// trip; unknown when the broker does not answer quickly).
-    pub fn lag(&self, consumer: &BaseConsumer, topic: &str) -> Option<i64> {
-        let (_, high) = consumer
-            .fetch_watermarks(topic, self.id, Duration::from_millis(200))
-            .ok()?;
-        Some((high - self.next_offset.unwrap_or(high)).max(0))
+    /// Records behind the partition's high watermark `high`.
+    pub fn lag(&self, high: i64) -> i64 {
+        (high - self.next_offset.unwrap_or(high)).max(0)
     }
 }
 
@@ -426,12 +423,26 @@ pub fn commit(
 ) -> Result<()> {
     let mut offsets = TopicPartitionList::new();
     offsets.add_partition_offset(topic, partition, Offset::Offset(last + 1))?;
+    let started = Instant::now();
     producer
         .send_offsets_to_transaction(&offsets, group, TXN_TIMEOUT)
         .context("adding the input offsets to the transaction")?;
+    let offsets_added = started.elapsed();
+    // rdkafka's commit flushes by polling in 100 ms steps; waiting for the
+    // deliveries here in 1 ms steps takes that fixed 100 ms off every commit.
+    let deadline = Instant::now() + TXN_TIMEOUT;
+    while producer.in_flight_count() > 0 && Instant::now() < deadline {
+        producer.poll(Duration::from_millis(1));
+    }
     producer
         .commit_transaction(TXN_TIMEOUT)
         .context("committing the transaction")?;
+    tracing::trace!(
+        partition,
+        offsets_ms = offsets_added.as_secs_f64() * 1000.0,
+        commit_ms = (started.elapsed() - offsets_added).as_secs_f64() * 1000.0,
+        "committed"
+    );
     Ok(())
 }
 
@@ -478,8 +489,7 @@ impl LoopClock {
     pub fn report(
         &mut self,
         workers: &[PartitionWorker],
-        consumer: &BaseConsumer,
-        topic: &str,
+        watermarks: &Watermarks,
         metrics: &WorkerMetrics,
         shared: &Shared,
     ) {
@@ -490,8 +500,8 @@ impl LoopClock {
         let rate = self.records as f64 / elapsed.as_secs_f64();
         let busy = (self.busy.as_secs_f64() / elapsed.as_secs_f64()).min(1.0);
         let mut lag_total = 0;
-        for w in workers {
-            if let Some(lag) = w.lag(consumer, topic) {
+        for (i, w) in workers.iter().enumerate() {
+            if let Some(lag) = watermarks.high(i).map(|high| w.lag(high)) {
                 lag_total += lag;
                 metrics
                     .lag
