@@ -129,6 +129,18 @@ async fn topics(env: &TestEnv, partitions: i32) -> Topics {
 /// savepoints in the folder the pod runner gives the snapshot claim; at most
 /// `max_count` savepoints kept.
 fn worker_manifest(env: &TestEnv, ns: &str, name: &str, t: &Topics, max_count: u32) -> String {
+    worker_manifest_with(env, ns, name, t, max_count, "")
+}
+
+/// [`worker_manifest`] with `extra` lines appended to the spec.
+fn worker_manifest_with(
+    env: &TestEnv,
+    ns: &str,
+    name: &str,
+    t: &Topics,
+    max_count: u32,
+    extra: &str,
+) -> String {
     let snapshots = PathBuf::from(env.get(keys::PODS_DIR).unwrap())
         .join("claims")
         .join(ns)
@@ -166,7 +178,7 @@ spec:
     maxCount: {max_count}
     storage:
       path: {snap}/savepoints
-",
+{extra}",
         bootstrap = env.get(keys::KAFKA_BOOTSTRAP).unwrap(),
         input = t.input,
         decisions = t.decisions,
@@ -179,6 +191,8 @@ spec:
 struct Traffic {
     stop: Arc<AtomicBool>,
     paused: Arc<AtomicBool>,
+    /// Set by the task while it is paused (nothing in flight).
+    idle: Arc<AtomicBool>,
     sent: Arc<AtomicI64>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -195,6 +209,7 @@ impl Traffic {
             .unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let paused = Arc::new(AtomicBool::new(false));
+        let idle = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicI64::new(0));
         let topic = topic.to_owned();
         let base_ms = std::time::SystemTime::now()
@@ -202,15 +217,18 @@ impl Traffic {
             .unwrap()
             .as_millis() as i64
             - 3_600_000;
-        let (s, p, n) = (stop.clone(), paused.clone(), sent.clone());
+        let (s, p, n, i) = (stop.clone(), paused.clone(), sent.clone(), idle.clone());
         let task = tokio::spawn(async move {
             let gap = Duration::from_micros(1_000_000 / per_second.max(1));
             let mut next = tokio::time::Instant::now();
             while !s.load(Ordering::SeqCst) {
                 if p.load(Ordering::SeqCst) {
+                    i.store(true, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                    next = tokio::time::Instant::now();
                     continue;
                 }
+                i.store(false, Ordering::SeqCst);
                 let id = n.load(Ordering::SeqCst) + 1;
                 let user = id % USERS;
                 let body = serde_json::json!({
@@ -241,6 +259,7 @@ impl Traffic {
         Self {
             stop,
             paused,
+            idle,
             sent,
             task,
         }
@@ -251,8 +270,16 @@ impl Traffic {
         self.sent.load(Ordering::SeqCst)
     }
 
-    fn pause(&self, yes: bool) {
+    /// Pauses (returns once nothing is in flight, so `sent` is final) or resumes.
+    async fn pause(&self, yes: bool) {
         self.paused.store(yes, Ordering::SeqCst);
+        if yes {
+            wait_for("the producer to pause", DEADLINE, POLL, || async {
+                Ok(self.idle.load(Ordering::SeqCst).then_some(()))
+            })
+            .await
+            .unwrap();
+        }
     }
 
     async fn stop(self) -> i64 {
@@ -423,6 +450,12 @@ impl Drop for Decisions {
 /// Every id in 1..=`sent` exactly once, and each user's k-th transaction counted
 /// k in `txn_count_1h` (the state was never lost nor applied twice).
 fn assert_exactly_once_with_state(d: &Decisions, sent: i64) {
+    assert_exactly_once_with_state_since(d, sent, 0);
+}
+
+/// As [`assert_exactly_once_with_state`], with the windows counted from the
+/// transactions after `since` only (state wiped then).
+fn assert_exactly_once_with_state_since(d: &Decisions, sent: i64, since: i64) {
     let seen = d.seen.lock().unwrap();
     assert!(
         seen.garbage.is_empty(),
@@ -450,7 +483,11 @@ fn assert_exactly_once_with_state(d: &Decisions, sent: i64) {
         &unknown[..unknown.len().min(10)]
     );
     for (user, decisions) in &seen.by_user {
-        let mut sorted = decisions.clone();
+        let mut sorted: Vec<(i64, i64)> = decisions
+            .iter()
+            .copied()
+            .filter(|(id, _)| *id > since)
+            .collect();
         sorted.sort();
         for (k, (id, count)) in sorted.iter().enumerate() {
             assert_eq!(
@@ -856,7 +893,7 @@ async fn suspend_keeps_the_state_and_resume_restores_it() {
     )
     .await
     .unwrap();
-    traffic.pause(true);
+    traffic.pause(true).await;
     let sent_while_suspended = traffic.sent();
     // Without local state the workers can only get it back from the savepoint.
     let claims = PathBuf::from(env.get(keys::PODS_DIR).unwrap())
@@ -889,13 +926,198 @@ async fn suspend_keeps_the_state_and_resume_restores_it() {
             SLOW,
         )
         .await;
-    traffic.pause(false);
+    traffic.pause(false).await;
     let sent = traffic.stop().await;
     reader
         .wait_all(sent, "every transaction decided", SLOW)
         .await;
     reader.wait_end().await;
     assert_exactly_once_with_state(&reader, sent);
+    drop(op);
+    cleanup(&env, &ns);
+}
+
+/// Records that are not transactions (dead letters), about `per_second` a second
+/// until the returned flag is set.
+fn produce_garbage(env: &TestEnv, topic: &str, per_second: u64) -> Arc<AtomicBool> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", env.get(keys::KAFKA_BOOTSTRAP).unwrap())
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let topic = topic.to_owned();
+    tokio::spawn(async move {
+        let gap = Duration::from_micros(1_000_000 / per_second.max(1));
+        let mut i = 0u64;
+        while !s.load(Ordering::SeqCst) {
+            let key = (i % 7).to_string();
+            let body = format!("not a transaction #{i}");
+            producer
+                .send(
+                    FutureRecord::to(&topic).key(&key).payload(&body),
+                    Duration::from_secs(30),
+                )
+                .await
+                .unwrap_or_else(|(e, _)| panic!("producing garbage: {e}"));
+            i += 1;
+            tokio::time::sleep(gap).await;
+        }
+    });
+    progress(&format!(
+        "producing records that are not transactions, {per_second}/s"
+    ));
+    stop
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stateless_upgrades_wipe_state_and_a_high_error_rate_restarts_within_bounds() {
+    let env = env();
+    worker_binary(&env);
+    let ns = install(&env, "wk-stateless");
+    let name = "fraud";
+    let t = topics(&env, 4).await;
+    let op = Operator::start_as_chart(&env, &ns, "op-a");
+    let c = client(&env).await;
+    let api: Api<RiskPipeline> = Api::namespaced(c.clone(), &ns);
+    let sts: Api<StatefulSet> = Api::namespaced(c.clone(), &ns);
+    let reader = Decisions::read(&env, &t.decisions);
+    let extra = "  restartPolicy:
+    errorRateThreshold: 0.3
+    window: 60s
+    backoff: 5s
+    maxRestarts: 1
+";
+    let manifest = worker_manifest_with(&env, &ns, name, &t, 10, extra)
+        .replace("upgradeMode: savepoint", "upgradeMode: stateless");
+    tool(
+        &env,
+        keys::KUBECTL,
+        &["apply", "-n", &ns, "-f", "-"],
+        Some(&manifest),
+    )
+    .unwrap();
+    let traffic = Traffic::start(&env, &t.input, 100);
+    wait_rp(&api, name, "2 ready workers", &op, SLOW, |rp| {
+        settled(rp, 2)
+    })
+    .await;
+    reader
+        .wait_all(traffic.sent(), "decisions flow", SLOW)
+        .await;
+
+    // A stateless upgrade: the new workers start with empty windows and read on
+    // from the committed offsets (nothing decided twice).
+    traffic.pause(true).await;
+    let before = traffic.sent();
+    reader
+        .wait_all(before, "everything before the upgrade decided", SLOW)
+        .await;
+    patch(
+        &env,
+        &ns,
+        name,
+        r#"{"spec":{"rules":{"decision":{"reviewScore":64}}}}"#,
+    )
+    .await;
+    wait_rp(&api, name, "the stateless upgrade done", &op, SLOW, |rp| {
+        settled(rp, 2) && rp.status.as_ref().and_then(|s| s.observed_generation) == Some(2)
+    })
+    .await;
+    let args = sts
+        .get(name)
+        .await
+        .unwrap()
+        .spec
+        .template
+        .spec
+        .unwrap()
+        .containers[0]
+        .args
+        .clone()
+        .unwrap_or_default()
+        .join(" ");
+    assert!(
+        args.contains("--state-dir /var/lib/riskpipe/state/stateless-"),
+        "{args}"
+    );
+    traffic.pause(false).await;
+    reader
+        .wait_all(traffic.sent(), "decisions after the upgrade", SLOW)
+        .await;
+
+    // Dead letters push the error rate over 0.3 for the window: one restart; high
+    // again within the window: Degraded instead of a second one.
+    // (The worker's error rate counts since its start, so the garbage keeps coming.)
+    let garbage = produce_garbage(&env, &t.input, 100);
+    let rp = wait_rp(
+        &api,
+        name,
+        "a restart for the error rate",
+        &op,
+        SLOW,
+        |rp| {
+            rp.status
+                .as_ref()
+                .and_then(|s| s.restarts.as_ref())
+                .is_some_and(|r| r.count == 1)
+        },
+    )
+    .await;
+    let reason = rp
+        .status
+        .unwrap()
+        .restarts
+        .unwrap()
+        .last_reason
+        .unwrap_or_default();
+    assert!(reason.contains("error rate"), "{reason}");
+    let template = sts.get(name).await.unwrap().spec.template;
+    assert!(
+        template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap()
+            .contains_key("riskpipe.io/restarted-at"),
+        "the restart rolls the workers"
+    );
+    let rp = wait_rp(
+        &api,
+        name,
+        "Degraded: restart limit reached",
+        &op,
+        SLOW,
+        |rp| {
+            condition(rp, "Degraded").is_some_and(|c| c.0 == "True" && c.1 == "RestartLimitReached")
+        },
+    )
+    .await;
+    garbage.store(true, Ordering::SeqCst);
+    assert_eq!(rp.status.unwrap().restarts.unwrap().count, 1, "bounded");
+    let events = kubectl(
+        &env,
+        &[
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            &ns,
+            "-o",
+            "jsonpath={.items[*].reason}",
+        ],
+    )
+    .await;
+    for reason in ["Restarted", "RestartLimitReached"] {
+        assert!(events.contains(reason), "no {reason} Event: {events}");
+    }
+
+    let sent = traffic.stop().await;
+    reader
+        .wait_all(sent, "every transaction decided", SLOW)
+        .await;
+    reader.wait_end().await;
+    assert_exactly_once_with_state_since(&reader, sent, before);
     drop(op);
     cleanup(&env, &ns);
 }

@@ -123,6 +123,8 @@ pub struct Operations {
     pub scale_to: Option<i32>,
     /// The Scaling condition, when decided.
     pub scaling: Option<crate::conditions::Cond>,
+    /// A restart or a scaling may be due soon: look again sooner.
+    pub watching: bool,
 }
 
 impl Decision {
@@ -246,7 +248,13 @@ fn operations(obs: &Observed<'_>, idle: bool, notes: &mut Vec<Note>) -> Operatio
         now: obs.now,
     });
     notes.extend(scale.note.clone());
+    let high = obs
+        .metrics
+        .as_ref()
+        .is_some_and(|m| m.error_rate > obs.spec.restart_policy.error_rate_threshold);
+    let pending = scale.condition.status || scale.condition.reason == "Evaluating";
     Operations {
+        watching: high || pending,
         restarts: restart.status,
         restart: restart.restart,
         restart_stuck: restart.stuck,

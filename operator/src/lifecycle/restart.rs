@@ -1,8 +1,8 @@
 //! The restart policy as a pure decision: when the workers' error rate has stayed
 //! above `spec.restartPolicy.errorRateThreshold` for `window`, restart the workers
-//! (a rolling restart from their local state); while it stays high, again each
-//! `backoff`, at most `maxRestarts` times within `window`; past the limit the
-//! pipeline is Degraded instead until the window ends.
+//! (a rolling restart from their local state); high again for `backoff` after a
+//! restart within the window, again; at most `maxRestarts` times within `window`;
+//! past the limit the pipeline is Degraded instead until the window ends.
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use riskpipe_crds::{RestartPolicySpec, RestartStatus};
@@ -85,8 +85,14 @@ pub fn decide(input: &RestartInput<'_>) -> RestartDecision {
     if policy.max_restarts == 0 || !input.idle {
         return keep(status);
     }
-    // High for a whole window (after a restart, `backoff` gates the next one).
-    if input.high_since.is_none_or(|s| now < after(s, window)) {
+    // High for a whole window; after a restart within the window, high for
+    // `backoff` is enough (the restart itself reset the workers' error counts).
+    let needed = if status.count > 0 {
+        policy.backoff.as_std()
+    } else {
+        window
+    };
+    if input.high_since.is_none_or(|s| now < after(s, needed)) {
         return keep(status);
     }
     let cause = format!(
@@ -225,6 +231,11 @@ mod tests {
             again.stuck.is_some() && again.note.is_none(),
             "reported once"
         );
+        // High again (new since) after a restart: `backoff` of it is enough.
+        let d = decide(&input(&p, Some(&first), 0.2, Some(640), 700));
+        assert!(!d.restart, "high for 60 s < backoff 120 s");
+        let d = decide(&input(&p, Some(&first), 0.2, Some(640), 760));
+        assert!(d.restart);
         // A new window starts the count again.
         let later = decide(&input(&p, again.status.as_ref(), 0.2, Some(0), 1200));
         assert!(later.restart, "{later:?}");

@@ -311,7 +311,10 @@ async fn apply(rp: &RiskPipeline, ctx: &Context) -> Result<Action, Error> {
     });
     write_status(ctx, rp, &next).await?;
     Ok(Action::requeue(
-        if decision.progressing() || decision.state != riskpipe_crds::PipelineState::Running {
+        if decision.progressing()
+            || decision.ops.watching
+            || decision.state != riskpipe_crds::PipelineState::Running
+        {
             BUSY_REQUEUE
         } else {
             STEADY_REQUEUE
