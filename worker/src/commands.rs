@@ -263,6 +263,7 @@ fn run_kafka(
             http_addr: args.http_addr,
             restore_from: args.restore_from.clone(),
             security,
+            secrets_dir: args.secrets_dir.clone(),
         },
         stop_flag()?,
     )

@@ -30,7 +30,7 @@ use riskpipe_crds::S3Storage;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::secrets::{DEFAULT_SECRETS_DIR, SECRETS_DIR_ENV, SecretsDir};
+use crate::secrets::SecretsDir;
 
 /// Files moved at once.
 const PARALLEL: usize = 8;
@@ -57,15 +57,6 @@ pub struct Uploaded {
     pub sent: u64,
     /// Bytes copied inside the store from the previous folder instead.
     pub reused: u64,
-}
-
-/// The folder of mounted Secrets: `RISKPIPE_SECRETS_DIR` (which `--secrets-dir`
-/// also reads), else [`DEFAULT_SECRETS_DIR`]. For callers that are not handed the
-/// `--secrets-dir` value.
-pub fn secrets_dir_from_env() -> PathBuf {
-    std::env::var_os(SECRETS_DIR_ENV)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_SECRETS_DIR))
 }
 
 /// The `s3://bucket/prefix` location of a bucket's prefix (no trailing slash).

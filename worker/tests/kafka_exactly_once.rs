@@ -85,7 +85,8 @@ fn kill_nine_ten_times_loses_and_duplicates_nothing() {
     let _serial = serial();
     let bootstrap = bootstrap();
     let (input, decisions, dead) = (unique("tx"), unique("decisions"), unique("dead"));
-    create_topics(&bootstrap, &[&input, &decisions, &dead]);
+    let audit = format!("{decisions}-audit");
+    create_topics(&bootstrap, &[&input, &decisions, &dead, &audit]);
     let total = 200_000u64;
     let producer_bootstrap = bootstrap.clone();
     let producer_input = input.clone();
@@ -104,21 +105,24 @@ fn kill_nine_ten_times_loses_and_duplicates_nothing() {
     let state = dir.path().join("state");
     let mut rng = SmallRng::seed_from_u64(99);
     for kill in 0..10 {
-        let worker = start_worker(&m, &state, 0, 1, None, None);
+        let worker = start_worker_env(&m, &state, 0, 1, None, None, &AUDIT_ENV);
         std::thread::sleep(Duration::from_millis(rng.random_range(800..2_500)));
         worker.kill9();
         eprintln!("kill -9 #{}", kill + 1);
     }
     feeder.join().expect("producer thread");
-    let worker = start_worker(&m, &state, 0, 1, None, None);
+    let worker = start_worker_env(&m, &state, 0, 1, None, None, &AUDIT_ENV);
     let out = read_committed(
         &bootstrap,
         &decisions,
         total as usize,
         Duration::from_secs(600),
     );
+    let audited = read_committed(&bootstrap, &audit, total as usize, Duration::from_secs(120));
     worker.terminate();
-    assert_exactly_once_and_equal(&out, &reference(&bootstrap, &input));
+    let reference = reference(&bootstrap, &input);
+    assert_exactly_once_and_equal(&out, &reference);
+    assert_audit_exactly_once(&audited, &reference);
 }
 
 #[test]

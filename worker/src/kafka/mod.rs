@@ -32,10 +32,12 @@ use riskpipe_crds::{KafkaSource, RiskPipeline, Sink, StartupMode};
 use riskpipe_engine::dimensions::Dimensions;
 use riskpipe_engine::{DecisionWriter, Engine};
 
+use crate::audit::AuditWriter;
 use crate::http::{self, Shared, WorkerStatus};
 use crate::metrics::WorkerMetrics;
 use crate::pipeline_config::engine_config;
-use partition::{Outputs, PartitionWorker, Polled};
+use crate::secrets::{SecretsDir, load_audit_keys};
+use partition::{AuditOutput, Outputs, PartitionWorker, Polled};
 use snapshots::Snapshots;
 
 /// How this worker was started.
@@ -53,6 +55,8 @@ pub struct KafkaArgs {
     pub restore_from: Option<PathBuf>,
     /// TLS/SASL settings of every Kafka client (`spec.source.kafka.securitySecretRef`).
     pub security: clients::KafkaSecurity,
+    /// Where referenced Secrets are mounted (`--secrets-dir`).
+    pub secrets_dir: PathBuf,
 }
 
 fn topic_partitions(consumer: &BaseConsumer, topic: &str) -> Result<i32> {
@@ -217,6 +221,35 @@ impl Fetched {
     }
 }
 
+/// The audit topic and its writer, when `spec.sinks.audit` names a topic and
+/// the audit keys are available (SPEC §10); without keys the audit log is off
+/// and a warning says so.
+fn audit_output(
+    pipeline: &RiskPipeline,
+    secrets_dir: &std::path::Path,
+) -> Result<Option<AuditOutput>> {
+    let spec = &pipeline.spec;
+    let Some(topic) = kafka_sink_topic(spec.sinks.audit.as_ref(), "audit")? else {
+        return Ok(None);
+    };
+    let keys = load_audit_keys(&spec.secrets, &SecretsDir::new(secrets_dir), |k| {
+        std::env::var(k).ok()
+    })?;
+    let Some(keys) = keys else {
+        tracing::warn!(
+            topic,
+            "audit log off: spec.secrets.encryptionKeyRef and hmacKeyRef are not set (SPEC §10 needs both keys)"
+        );
+        return Ok(None);
+    };
+    tracing::info!(topic, key_id = keys.key_id(), "audit log on");
+    let name = pipeline.metadata.name.as_deref().unwrap_or_default();
+    Ok(Some(AuditOutput {
+        topic,
+        writer: AuditWriter::new(name, env!("CARGO_PKG_VERSION"), keys),
+    }))
+}
+
 /// Runs a Kafka pipeline until `stop` is set.
 pub fn run(
     pipeline: &RiskPipeline,
@@ -235,12 +268,13 @@ pub fn run(
             .context("spec.sinks.decisions must name a Kafka topic")?,
         dead_letters: kafka_sink_topic(spec.sinks.dead_letters.as_ref(), "deadLetters")?
             .unwrap_or_else(|| "risk-dead-letters".to_owned()),
+        audit: audit_output(pipeline, &args.secrets_dir)?,
     };
     let group_id = source.group_id_or(&name).to_owned();
 
     let mut registry = Registry::default();
     let metrics = Arc::new(WorkerMetrics::register(&mut registry));
-    let snapshots = Snapshots::from_spec(spec, &args.state_dir)?;
+    let snapshots = Snapshots::with_secrets_dir(spec, &args.state_dir, &args.secrets_dir)?;
     let (tx, requests) = mpsc::channel();
     let shared = Arc::new(Shared {
         status: Mutex::new(WorkerStatus {

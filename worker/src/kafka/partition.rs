@@ -18,6 +18,7 @@ use super::KafkaArgs;
 use super::clients;
 use super::snapshots::Snapshots;
 use super::watermarks::Watermarks;
+use crate::audit::AuditWriter;
 use crate::checkpoint::partition_dir;
 use crate::http::Shared;
 use crate::metrics::{DecisionLabel, KindLabel, PartitionLabel, WorkerMetrics};
@@ -37,6 +38,16 @@ pub struct Outputs {
     pub decisions: String,
     /// Dead letters, keyed by `partition:offset`.
     pub dead_letters: String,
+    /// Audit records (SPEC §10), keyed by transaction_id, when on.
+    pub audit: Option<AuditOutput>,
+}
+
+/// The audit topic and the writer of its records.
+pub struct AuditOutput {
+    /// Topic name.
+    pub topic: String,
+    /// Builds the protected record.
+    pub writer: AuditWriter,
 }
 
 /// A polled input record.
@@ -287,6 +298,11 @@ impl PartitionWorker {
                         key.clear();
                         key.push_str(itoa::Buffer::new().format(tx.transaction_id));
                         self.send(&outputs.decisions, key.as_bytes(), &json)?;
+                        if let Some(audit) = &outputs.audit {
+                            json.clear();
+                            audit.writer.write(&d, &tx, &mut json)?;
+                            self.send(&audit.topic, key.as_bytes(), &json)?;
+                        }
                         None
                     }
                     Err(e) => Some((e.kind(), e.to_string())),

@@ -32,9 +32,7 @@ use crate::checkpoint::{
 };
 use crate::http::{CheckpointInfo, SavepointAction, SavepointInfo, SavepointRequest, Shared};
 use crate::metrics::WorkerMetrics;
-use crate::snapshot_store::{
-    FileList, Location, Place, SnapshotStore, s3_url, secrets_dir_from_env,
-};
+use crate::snapshot_store::{FileList, Location, Place, SnapshotStore, s3_url};
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -168,14 +166,9 @@ fn apply_retention(
 }
 
 impl Snapshots {
-    /// From `spec.checkpoints` / `spec.savepoints`. The S3 credentials Secrets are read
-    /// from `RISKPIPE_SECRETS_DIR` (default `/etc/riskpipe/secrets`); a missing one
-    /// is an error here, at start.
-    pub fn from_spec(spec: &RiskPipelineSpec, state_dir: &Path) -> Result<Self> {
-        Self::with_secrets_dir(spec, state_dir, &secrets_dir_from_env())
-    }
-
-    /// As [`Snapshots::from_spec`], with the secrets folder given.
+    /// From `spec.checkpoints` / `spec.savepoints`; S3 credentials Secrets are
+    /// read under `secrets_dir` (`--secrets-dir`), and a missing one is an
+    /// error here, at start.
     pub fn with_secrets_dir(
         spec: &RiskPipelineSpec,
         state_dir: &Path,

@@ -142,7 +142,9 @@ pub fn manifest(
 }
 
 /// A pipeline manifest whose `spec` ends with `snapshots` (YAML indented by two
-/// spaces: `checkpoints:` and `savepoints:`).
+/// spaces: `checkpoints:` and `savepoints:`). Its audit topic is
+/// `<decisions>-audit`; the audit log is on only for workers given [`AUDIT_ENV`].
+
 pub fn manifest_with(
     dir: &Path,
     name: &str,
@@ -156,11 +158,57 @@ pub fn manifest_with(
     std::fs::write(
         &path,
         format!(
-            "apiVersion: riskpipe.io/v1alpha1\nkind: RiskPipeline\nmetadata:\n  name: {name}\nspec:\n  source:\n    kafka:\n      bootstrapServers: \"{bootstrap}\"\n      topic: {input}\n      startupMode: earliest\n      maxBatchSize: 500\n      maxBatchDelay: 20ms\n  sinks:\n    decisions:\n      kafka:\n        topic: {decisions}\n    deadLetters:\n      kafka:\n        topic: {dead}\n{snapshots}"
+            "apiVersion: riskpipe.io/v1alpha1\nkind: RiskPipeline\nmetadata:\n  name: {name}\nspec:\n  source:\n    kafka:\n      bootstrapServers: \"{bootstrap}\"\n      topic: {input}\n      startupMode: earliest\n      maxBatchSize: 500\n      maxBatchDelay: 20ms\n  sinks:\n    decisions:\n      kafka:\n        topic: {decisions}\n    deadLetters:\n      kafka:\n        topic: {dead}\n    audit:\n      kafka:\n        topic: {decisions}-audit\n{snapshots}"
         ),
     )
     .unwrap();
     path
+}
+
+/// Local-mode audit keys (SPEC §10) for a worker's environment.
+pub const AUDIT_ENV: [(&str, &str); 3] = [
+    (
+        "RISKPIPE_AUDIT_ENCRYPTION_KEY",
+        "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f",
+    ),
+    ("RISKPIPE_AUDIT_ENCRYPTION_KEY_ID", "test-2026"),
+    ("RISKPIPE_AUDIT_HMAC_KEY", "an hmac key for the tests"),
+];
+
+/// Asserts one audit record per reference decision, each with the decision's
+/// outcome, its user_id only encrypted (decrypting to the decision's user) and
+/// the IP masked.
+pub fn assert_audit_exactly_once(audit: &[(String, Value)], reference: &HashMap<String, Value>) {
+    let keys = riskpipe_worker::audit::AuditKeys::new(
+        AUDIT_ENV[1].1,
+        AUDIT_ENV[0].1.as_bytes(),
+        AUDIT_ENV[2].1.as_bytes(),
+    )
+    .expect("audit keys");
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (k, v) in audit {
+        *seen.entry(k.as_str()).or_default() += 1;
+        let r = reference
+            .get(k)
+            .unwrap_or_else(|| panic!("audit record {k} has no decision"));
+        assert_eq!(v["risk_decision"], r["final_decision"], "audit {k}");
+        assert_eq!(v["operation_type"], "RISK_ASSESSMENT");
+        let token = v["user_id"].as_str().expect("encrypted user_id");
+        assert!(token.starts_with("test-2026:"), "{token}");
+        let tx_id: i64 = k.parse().expect("numeric key");
+        let user = keys.decrypt_user_id(token, tx_id).expect("decrypts");
+        assert_eq!(Some(user), r["user_id"].as_i64(), "audit {k}");
+        assert!(!v.to_string().contains(&format!("\"user_id\":{user}")));
+        if let Some(ip) = v["ip_address"].as_str() {
+            assert!(
+                ip.ends_with("*.*") || ip.starts_with("***"),
+                "unmasked ip {ip}"
+            );
+        }
+    }
+    let dups: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(dups.is_empty(), "duplicated audit records: {dups:?}");
+    assert_eq!(seen.len(), reference.len(), "audit records missing");
 }
 
 /// A running worker process.
