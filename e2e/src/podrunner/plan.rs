@@ -45,6 +45,10 @@ pub struct ContainerPlan {
     /// The working directory: a `workingDir` inside a volume is mapped to its folder;
     /// any other (the image's file system does not exist here) is the Pod's folder.
     pub workdir: PathBuf,
+    /// Symbolic links to make before the start: (link, target). A value naming a
+    /// folder that only holds mounts (e.g. `/etc/app/secrets` with one Secret
+    /// mounted at `/etc/app/secrets/<name>` each) is mapped to a folder of links.
+    pub links: Vec<(PathBuf, PathBuf)>,
 }
 
 /// A container spec the runner cannot turn into a process.
@@ -92,6 +96,9 @@ pub fn plan_container(
     base_env: &[(String, String)],
 ) -> Result<ContainerPlan, PlanError> {
     let mounts = mount_map(container, volume_dirs)?;
+    let links = mount_links(&mounts, &place.pod_dir);
+    let parents = mount_parents(&mounts, &place.pod_dir);
+    let remap = |value: &str| remap_value(value, &mounts, &parents);
     let pod_name = pod.metadata.name.clone().unwrap_or_default();
     let mut env: Vec<(String, String)> = vec![
         (
@@ -119,7 +126,7 @@ pub fn plan_container(
     }
     for var in container.env.iter().flatten() {
         let value = env_value(pod, container, place, refs, var, &env)?;
-        let value = remap_path(&value, &mounts);
+        let value = remap(&value);
         set_env(&mut env, var.name.clone(), value);
     }
     let lookup: BTreeMap<&str, &str> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -129,7 +136,7 @@ pub fn plan_container(
         .flatten()
         .skip(1)
         .chain(container.args.iter().flatten())
-        .map(|arg| remap_path(&expand(arg, &lookup), &mounts))
+        .map(|arg| remap(&expand(arg, &lookup)))
         .collect();
     let workdir = container
         .working_dir
@@ -142,7 +149,69 @@ pub fn plan_container(
         args,
         env,
         workdir,
+        links,
     })
+}
+
+/// Where the mount paths' parents are laid out as folders of links.
+fn links_root(pod_dir: &Path) -> PathBuf {
+    pod_dir.join("mount-parents")
+}
+
+/// One link per mount under [`links_root`], at the mount's own path.
+fn mount_links(mounts: &[(String, PathBuf)], pod_dir: &Path) -> Vec<(PathBuf, PathBuf)> {
+    let root = links_root(pod_dir);
+    mounts
+        .iter()
+        .map(|(path, dir)| (root.join(path.trim_start_matches('/')), dir.clone()))
+        .collect()
+}
+
+/// Each ancestor folder of a mount path that is not inside a mount itself, with its
+/// folder of links.
+fn mount_parents(mounts: &[(String, PathBuf)], pod_dir: &Path) -> Vec<(String, PathBuf)> {
+    let root = links_root(pod_dir);
+    let mut parents: Vec<(String, PathBuf)> = Vec::new();
+    for (path, _) in mounts {
+        let mut p = Path::new(path).parent();
+        while let Some(dir) = p.filter(|d| *d != Path::new("/") && !d.as_os_str().is_empty()) {
+            let text = dir.display().to_string();
+            let inside_mount = mounts
+                .iter()
+                .any(|(m, _)| text == *m || text.starts_with(&format!("{m}/")));
+            if !inside_mount && !parents.iter().any(|(q, _)| *q == text) {
+                parents.push((text.clone(), root.join(text.trim_start_matches('/'))));
+            }
+            p = dir.parent();
+        }
+    }
+    parents
+}
+
+/// [`remap_path`], and a value that names exactly a parent folder of mounts (whole,
+/// or the right side of `--flag=`) becomes its folder of links. Other paths under
+/// such a parent are left alone (they may be real paths of this machine).
+fn remap_value(value: &str, mounts: &[(String, PathBuf)], parents: &[(String, PathBuf)]) -> String {
+    let mapped = remap_path(value, mounts);
+    if mapped != value {
+        return mapped;
+    }
+    let parent = |v: &str| {
+        let v = v.trim_end_matches('/');
+        parents
+            .iter()
+            .find(|(p, _)| p == v)
+            .map(|(_, dir)| dir.display().to_string())
+    };
+    if let Some(dir) = parent(value) {
+        return dir;
+    }
+    if let Some((left, right)) = value.split_once('=')
+        && let Some(dir) = parent(right)
+    {
+        return format!("{left}={dir}");
+    }
+    mapped
 }
 
 fn mounts_contain(mounts: &[(String, PathBuf)], dir: &Path) -> bool {
@@ -473,6 +542,89 @@ mod tests {
         assert_eq!(env["PASSWORD"], "s3");
         assert_eq!(env["HOME"], "/pods/ns_p");
         assert_eq!(plan.workdir, PathBuf::from("/pods/ns_p"));
+    }
+
+    #[test]
+    fn a_folder_holding_only_mounts_maps_to_a_folder_of_links() {
+        let mount = |name: &str, path: &str| VolumeMount {
+            name: name.into(),
+            mount_path: path.into(),
+            read_only: Some(true),
+            ..Default::default()
+        };
+        let container = Container {
+            name: "main".into(),
+            args: Some(vec!["--secrets-dir".into(), "/etc/app/secrets".into()]),
+            env: Some(vec![EnvVar {
+                name: "SECRETS_DIR".into(),
+                value: Some("/etc/app/secrets".into()),
+                ..Default::default()
+            }]),
+            volume_mounts: Some(vec![
+                mount("a", "/etc/app/secrets/kafka"),
+                mount("b", "/etc/app/secrets/db"),
+                mount("conf", "/etc/app"),
+            ]),
+            ..Default::default()
+        };
+        let dirs: BTreeMap<String, PathBuf> = [
+            ("a".to_owned(), PathBuf::from("/vol/a")),
+            ("b".to_owned(), PathBuf::from("/vol/b")),
+            ("conf".to_owned(), PathBuf::from("/vol/conf")),
+        ]
+        .into();
+        let plan = plan_container(
+            &pod(),
+            &container,
+            &place(),
+            &dirs,
+            &PodRefs::default(),
+            &[],
+        )
+        .unwrap();
+        // /etc/app is a mount itself, so /etc/app/secrets is inside it: mapped there.
+        assert_eq!(plan.args[1], "/vol/conf/secrets");
+
+        let container = Container {
+            volume_mounts: Some(vec![
+                mount("a", "/etc/app/secrets/kafka"),
+                mount("b", "/etc/app/secrets/db"),
+            ]),
+            ..container
+        };
+        let plan = plan_container(
+            &pod(),
+            &container,
+            &place(),
+            &dirs,
+            &PodRefs::default(),
+            &[],
+        )
+        .unwrap();
+        let links = "/pods/ns_p/mount-parents/etc/app/secrets";
+        assert_eq!(plan.args[1], links);
+        assert_eq!(
+            remap_value(
+                "/etc/app/other.pem",
+                &[("/etc/app/secrets/kafka".into(), "/vol/a".into())],
+                &mount_parents(
+                    &[("/etc/app/secrets/kafka".into(), "/vol/a".into())],
+                    Path::new("/p")
+                )
+            ),
+            "/etc/app/other.pem",
+            "only the parent folder itself is mapped"
+        );
+        let env: BTreeMap<_, _> = plan.env.into_iter().collect();
+        assert_eq!(env["SECRETS_DIR"], links);
+        assert!(plan.links.contains(&(
+            PathBuf::from(format!("{links}/kafka")),
+            PathBuf::from("/vol/a")
+        )));
+        assert!(plan.links.contains(&(
+            PathBuf::from(format!("{links}/db")),
+            PathBuf::from("/vol/b")
+        )));
     }
 
     #[test]

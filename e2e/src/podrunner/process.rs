@@ -57,6 +57,18 @@ pub enum SpawnError {
 
 /// Starts `program` as `plan` says, its stdout and stderr appended to `log`, in a new
 /// process group (so a signal reaches its children too). Its exit is sent on `exits`.
+/// `link` → `target`, replacing an older link (a restart lays volumes out again).
+fn make_link(link: &Path, target: &Path) -> std::io::Result<()> {
+    if let Some(parent) = link.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::symlink_metadata(link) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::remove_file(link)?,
+        _ => {}
+    }
+    std::os::unix::fs::symlink(target, link)
+}
+
 /// Returns the process id.
 pub fn spawn(
     program: &Path,
@@ -83,6 +95,12 @@ pub fn spawn(
         program: program.to_owned(),
         source,
     })?;
+    for (link, target) in &plan.links {
+        make_link(link, target).map_err(|source| SpawnError::Exec {
+            program: program.to_owned(),
+            source,
+        })?;
+    }
     let mut child = tokio::process::Command::new(program)
         .args(&plan.args)
         .env_clear()
@@ -170,6 +188,7 @@ mod tests {
             args: vec!["-c".into(), "echo hi; exit 3".into()],
             env: vec![],
             workdir: dir.path().to_owned(),
+            links: vec![],
         };
         spawn(
             Path::new("/bin/sh"),
