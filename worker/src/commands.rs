@@ -114,6 +114,42 @@ fn sink_path(sink: &SinkSpec, base: &Path, what: &str) -> Result<Option<PathBuf>
     }
 }
 
+/// Local mode's audit log: on when `spec.sinks.audit` is a file or stdout and
+/// the keys are there (from `spec.secrets` under the secrets folder, else the
+/// `RISKPIPE_AUDIT_*` environment variables). A Kafka audit sink (the default)
+/// has no meaning locally and is skipped.
+fn local_audit(
+    pipeline: &RiskPipeline,
+    base: &Path,
+    secrets_dir: &Path,
+) -> Result<Option<(crate::audit::AuditWriter, JsonLines)>> {
+    let Some(sink) = &pipeline.spec.sinks.audit else {
+        return Ok(None);
+    };
+    if let Some(Sink::Kafka(_)) = sink.kind() {
+        return Ok(None);
+    }
+    let Some(path) = sink_path(sink, base, "audit")? else {
+        return Ok(None);
+    };
+    let keys = crate::secrets::load_audit_keys(
+        &pipeline.spec.secrets,
+        &crate::secrets::SecretsDir::new(secrets_dir),
+        |k| std::env::var(k).ok(),
+    )?;
+    let Some(keys) = keys else {
+        tracing::warn!(
+            path = %path.display(),
+            "audit log off: no keys (spec.secrets, or RISKPIPE_AUDIT_ENCRYPTION_KEY and RISKPIPE_AUDIT_HMAC_KEY)"
+        );
+        return Ok(None);
+    };
+    tracing::info!(path = %path.display(), key_id = keys.key_id(), "audit log");
+    let name = pipeline.metadata.name.as_deref().unwrap_or_default();
+    let writer = crate::audit::AuditWriter::new(name, env!("CARGO_PKG_VERSION"), keys);
+    Ok(Some((writer, JsonLines::create(&path)?)))
+}
+
 fn dead_letter_output(path: Option<PathBuf>, decisions: &Path) -> Result<JsonLines> {
     let path = match path {
         Some(p) => p,
@@ -191,6 +227,7 @@ pub fn run(args: &RunArgs) -> Result<RunStats> {
         decisions: JsonLines::create(&decisions_path)?,
         dead_letters: dead_letter_output(dead_path, &decisions_path)?,
         source_name: source_name(&spec.source),
+        audit: local_audit(&pipeline, &base, &args.secrets_dir)?,
     };
     tracing::info!(pipeline = %name, decisions = %decisions_path.display(), state = %state_dir.path().display(), "pipeline started");
     let started = std::time::Instant::now();
@@ -303,6 +340,7 @@ pub fn replay(args: &ReplayArgs) -> Result<RunStats> {
         decisions: JsonLines::create(&args.out)?,
         dead_letters: dead_letter_output(args.dead_letters.clone(), &args.out)?,
         source_name: args.transactions.display().to_string(),
+        audit: None,
     };
     let mut source = LocalSource::file(&args.transactions)?;
     let started = std::time::Instant::now();

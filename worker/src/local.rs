@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use riskpipe_engine::dimensions::{Dimensions, HistoryRow, MerchantProfile, UserProfile};
 use riskpipe_engine::{DecisionWriter, Engine, parse_transaction};
 
+use crate::audit::AuditWriter;
 use crate::output::{DeadLetter, JsonLines, OutputError};
 use crate::report::RunStats;
 use crate::source::{LocalSource, SourceError};
@@ -30,6 +31,9 @@ pub enum RunError {
     /// The state store failed.
     #[error(transparent)]
     State(#[from] StateError),
+    /// An audit record could not be built.
+    #[error("writing an audit record: {0}")]
+    Audit(String),
 }
 
 /// Dimension tables plus the manifest's inline lists.
@@ -95,6 +99,8 @@ pub struct LocalPipeline {
     pub dead_letters: JsonLines,
     /// The source's name for dead letters.
     pub source_name: String,
+    /// Audit records (SPEC §10) and where they go, when on.
+    pub audit: Option<(AuditWriter, JsonLines)>,
 }
 
 fn now_ms() -> i64 {
@@ -157,6 +163,13 @@ impl LocalPipeline {
                         json.clear();
                         self.writer.write(&d, &mut json);
                         self.decisions.write_line(&json)?;
+                        if let Some((writer, out)) = &mut self.audit {
+                            json.clear();
+                            writer
+                                .write(&d, &tx, &mut json)
+                                .map_err(|e| RunError::Audit(format!("{e:#}")))?;
+                            out.write_line(&json)?;
+                        }
                     }
                     Err(e) => {
                         let reason = e.to_string();
@@ -198,6 +211,9 @@ impl LocalPipeline {
             .flush(&[("position", &last_position.to_be_bytes())])?;
         self.decisions.flush()?;
         self.dead_letters.flush()?;
+        if let Some((_, out)) = &mut self.audit {
+            out.flush()?;
+        }
         if progress {
             eprintln!("\r{}\x1b[K", stats.progress_line(started.elapsed()));
         }

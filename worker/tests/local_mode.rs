@@ -369,3 +369,68 @@ fn bad_dimension_cell_names_file_line_and_column() {
         "{err}"
     );
 }
+
+#[test]
+fn audit_log_protects_personal_data_with_keys_from_a_secrets_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = examples().join("data");
+    // The Secrets as the operator mounts them: one folder per Secret, a file per key.
+    let secrets = dir.path().join("secrets");
+    std::fs::create_dir_all(secrets.join("audit-keys")).unwrap();
+    let key_hex = "1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100";
+    std::fs::write(secrets.join("audit-keys/k2026"), key_hex).unwrap();
+    std::fs::write(secrets.join("audit-keys/hmac"), "the local hmac key\n").unwrap();
+    let manifest = dir.path().join("p.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: riskpipe.io/v1alpha1\nkind: RiskPipeline\nmetadata:\n  name: audited\nspec:\n  source:\n    file:\n      path: {}\n  dimensions:\n    directory: {}\n  sinks:\n    decisions:\n      file:\n        path: run.jsonl\n    audit:\n      file:\n        path: audit.jsonl\n  secrets:\n    encryptionKeyRef:\n      name: audit-keys\n      key: k2026\n    hmacKeyRef:\n      name: audit-keys\n      key: hmac\n",
+            data.join("transactions.jsonl").display(),
+            data.display()
+        ),
+    )
+    .unwrap();
+    let run = worker()
+        .args(["run", "--no-progress", "--secrets-dir"])
+        .arg(&secrets)
+        .arg("-f")
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(!stderr(&run).contains(key_hex), "a key reached the log");
+    let decisions = lines(&dir.path().join("run.jsonl"));
+    let audit = lines(&dir.path().join("audit.jsonl"));
+    assert_eq!(audit.len(), decisions.len());
+    let keys =
+        riskpipe_worker::audit::AuditKeys::new("k2026", key_hex.as_bytes(), b"the local hmac key")
+            .unwrap();
+    for (a, d) in audit.iter().zip(&decisions) {
+        assert_eq!(a["transaction_id"], d["transaction_id"]);
+        assert_eq!(a["risk_decision"], d["final_decision"]);
+        let token = a["user_id"].as_str().expect("encrypted user_id");
+        assert!(token.starts_with("k2026:"), "{token}");
+        let tx = d["transaction_id"].as_i64().unwrap();
+        assert_eq!(
+            Some(keys.decrypt_user_id(token, tx).unwrap()),
+            d["user_id"].as_i64()
+        );
+        if let Some(ip) = a["ip_address"].as_str() {
+            assert!(
+                ip.ends_with(".*.*") || ip.contains(":*") || ip.starts_with("***"),
+                "{ip}"
+            );
+            assert_ne!(Some(ip), d["ip_address"].as_str());
+        }
+    }
+    // Without keys the audit log is off, and the run says so.
+    let run = worker()
+        .args(["run", "--no-progress", "--secrets-dir"])
+        .arg(dir.path().join("no-secrets"))
+        .arg("-f")
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    assert!(stderr(&run).contains("audit-keys"), "{}", stderr(&run));
+}
