@@ -227,3 +227,137 @@ fn savepoint_wipe_restore_continue() {
     worker.terminate();
     assert_exactly_once_and_equal(&out, &reference(&bootstrap, &input));
 }
+
+/// Stops the test environment's broker (SIGTERM, a controlled shutdown), keeps
+/// it down for `down_for`, starts it again with the same command line and data,
+/// and waits until it answers metadata requests.
+fn bounce_broker(bootstrap: &str, down_for: Duration) {
+    use std::os::unix::process::CommandExt;
+    let env = riskpipe_e2e::env::TestEnv::load().unwrap_or_else(|e| panic!("{e}"));
+    let pid_file = std::path::Path::new(env.get("RISKPIPE_ENV_PID_DIR").unwrap()).join("kafka.pid");
+    let log = std::path::Path::new(env.get("RISKPIPE_ENV_LOG_DIR").unwrap()).join("kafka.log");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let cmdline: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap()
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap();
+    let target = rustix::process::Pid::from_raw(pid).unwrap();
+    rustix::process::kill_process(target, rustix::process::Signal::TERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the broker did not stop within 90 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("broker stopped; down for {down_for:?}");
+    // The outage itself: a fixed time on purpose, not a wait for a condition.
+    std::thread::sleep(down_for);
+    let out = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    // The broker outlives this test (the environment's `down` stops it), so it
+    // is never waited for here.
+    #[allow(clippy::zombie_processes)]
+    let child = std::process::Command::new(&cmdline[0])
+        .args(&cmdline[1..])
+        .current_dir(cwd)
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .process_group(0)
+        .spawn()
+        .expect("restart the broker");
+    std::fs::write(&pid_file, child.id().to_string()).unwrap();
+    let probe: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        use rdkafka::consumer::Consumer;
+        let up = probe
+            .fetch_metadata(None, Duration::from_secs(2))
+            .is_ok_and(|m| m.brokers().len() == 1 && !m.topics().is_empty());
+        if up {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the broker did not come back within 120 s"
+        );
+    }
+    eprintln!("broker back");
+}
+
+#[test]
+fn broker_stopped_and_restarted_mid_stream() {
+    let _serial = serial();
+    let bootstrap = bootstrap();
+    let (input, decisions, dead) = (unique("tx"), unique("decisions"), unique("dead"));
+    let audit = format!("{decisions}-audit");
+    create_topics(&bootstrap, &[&input, &decisions, &dead, &audit]);
+    let total = 60_000u64;
+    let producer_bootstrap = bootstrap.clone();
+    let producer_input = input.clone();
+    let feeder =
+        std::thread::spawn(move || produce(&producer_bootstrap, &producer_input, total, &[]));
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(
+        dir.path(),
+        &unique("bounce"),
+        &bootstrap,
+        &input,
+        &decisions,
+        &dead,
+        &dir.path().join("chk"),
+    );
+    let state = dir.path().join("state");
+    let mut worker = start_worker_env(&m, &state, 0, 1, None, None, &AUDIT_ENV);
+    // Decisions are flowing before the broker goes away.
+    let before = read_committed(&bootstrap, &decisions, 5_000, Duration::from_secs(120));
+    assert!(before.len() >= 5_000, "no decisions before the bounce");
+    bounce_broker(&bootstrap, Duration::from_secs(8));
+    feeder.join().expect("producer thread");
+    // Like Kubernetes: a worker that gave up during the outage is started again.
+    let mut restarts = 0;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let out = loop {
+        if let Ok(Some(status)) = worker.child.try_wait() {
+            restarts += 1;
+            eprintln!("worker exited during the outage ({status}); restarting it");
+            assert!(
+                restarts <= 3,
+                "the worker keeps exiting after the broker is back"
+            );
+            worker = start_worker_env(&m, &state, 0, 1, None, None, &AUDIT_ENV);
+        }
+        let out = read_committed(
+            &bootstrap,
+            &decisions,
+            total as usize,
+            Duration::from_secs(20),
+        );
+        let distinct: std::collections::HashSet<&String> = out.iter().map(|(k, _)| k).collect();
+        if distinct.len() >= total as usize {
+            break out;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {total} decisions 300 s after the broker came back",
+            distinct.len()
+        );
+    };
+    let audited = read_committed(&bootstrap, &audit, total as usize, Duration::from_secs(120));
+    worker.terminate();
+    eprintln!("worker restarts after the bounce: {restarts}");
+    let reference = reference(&bootstrap, &input);
+    assert_exactly_once_and_equal(&out, &reference);
+    assert_audit_exactly_once(&audited, &reference);
+}

@@ -93,6 +93,8 @@ pub fn send_retrying(producer: &BaseProducer, topic: &str, key: &str, payload: &
 pub fn produce(bootstrap: &str, topic: &str, count: u64, bad: &[&[u8]]) -> Vec<Vec<u8>> {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
+        // Idempotent: a broker restart mid-stream must not duplicate input records.
+        .set("enable.idempotence", "true")
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "500000")
         .create()
@@ -144,7 +146,6 @@ pub fn manifest(
 /// A pipeline manifest whose `spec` ends with `snapshots` (YAML indented by two
 /// spaces: `checkpoints:` and `savepoints:`). Its audit topic is
 /// `<decisions>-audit`; the audit log is on only for workers given [`AUDIT_ENV`].
-
 pub fn manifest_with(
     dir: &Path,
     name: &str,
