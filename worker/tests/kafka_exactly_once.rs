@@ -361,3 +361,80 @@ fn broker_stopped_and_restarted_mid_stream() {
     assert_exactly_once_and_equal(&out, &reference);
     assert_audit_exactly_once(&audited, &reference);
 }
+
+/// Starts a worker whose manifest says `startup` instead of `startupMode:
+/// earliest`, on a topic that already holds round 1; produces round 2 before
+/// the worker starts or once it is ready; returns the transaction ids decided.
+fn decided_with_startup(
+    startup: impl FnOnce() -> String,
+    round_two_first: bool,
+) -> std::collections::BTreeSet<i64> {
+    let bootstrap = bootstrap();
+    let (input, decisions, dead) = (unique("tx"), unique("decisions"), unique("dead"));
+    create_topics(&bootstrap, &[&input, &decisions, &dead]);
+    produce_more(&bootstrap, &input, 1);
+    let startup = startup();
+    // Round 2 must be stamped strictly after the startup timestamp.
+    let after = std::time::SystemTime::now() + Duration::from_millis(2);
+    while std::time::SystemTime::now() < after {
+        std::hint::spin_loop();
+    }
+    if round_two_first {
+        produce_more(&bootstrap, &input, 2);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let m = manifest(
+        dir.path(),
+        &unique("startup"),
+        &bootstrap,
+        &input,
+        &decisions,
+        &dead,
+        &dir.path().join("chk"),
+    );
+    let yaml = std::fs::read_to_string(&m).unwrap();
+    std::fs::write(&m, yaml.replace("startupMode: earliest", &startup)).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let worker = start_worker(&m, &dir.path().join("state"), 0, 1, Some(&addr), None);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while http_call("GET", &addr, "/readyz", None).0 != 200 {
+        assert!(Instant::now() < deadline, "worker not ready within 120 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if !round_two_first {
+        produce_more(&bootstrap, &input, 2);
+    }
+    let out = read_committed(&bootstrap, &decisions, 3_000, Duration::from_secs(120));
+    worker.terminate();
+    out.iter().map(|(k, _)| k.parse::<i64>().unwrap()).collect()
+}
+
+#[test]
+fn startup_modes_latest_and_timestamp_skip_what_came_before() {
+    let _serial = serial();
+    let round_two = |ids: &std::collections::BTreeSet<i64>| {
+        assert_eq!(ids.len(), 3_000, "every round-2 transaction once");
+        assert!(
+            ids.iter().all(|id| (2_000_000..3_000_000).contains(id)),
+            "a transaction from before the start position was decided"
+        );
+    };
+    // Latest: what was there before the start is skipped.
+    round_two(&decided_with_startup(
+        || "startupMode: latest".to_owned(),
+        false,
+    ));
+    // Timestamp: both rounds are there before the start; only the one stamped at
+    // or after the timestamp is decided (earliest would take round 1 too, latest
+    // neither).
+    round_two(&decided_with_startup(
+        || {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis();
+            format!("startupMode: timestamp\n      startupTimestamp: {now}")
+        },
+        true,
+    ));
+}
