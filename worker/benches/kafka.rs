@@ -56,9 +56,10 @@ fn main() {
     let drain = run(&bootstrap, &exe, &records, None);
     let rate = drain.rate();
     println!(
-        "KAFKA throughput: {rate:.0} tx/s with one worker (produce first, then drain); worker CPU {:.2} cores → {:.0} tx per worker-core-second",
+        "KAFKA throughput: {rate:.0} tx/s with one worker (produce first, then drain); worker CPU {:.2} cores → {:.0} tx per worker-core-second; peak RSS {:.0} MiB",
         drain.worker_cpu_s / drain.wall_s,
-        records.len() as f64 / drain.worker_cpu_s.max(1e-9)
+        records.len() as f64 / drain.worker_cpu_s.max(1e-9),
+        drain.peak_rss_mib
     );
     for (what, r) in [("half", rate / 2.0), ("a tenth of", rate / 10.0)] {
         let r = r.max(100.0);
@@ -82,6 +83,8 @@ struct Run {
     wall_s: f64,
     /// CPU seconds (user + system) the worker process used while measured.
     worker_cpu_s: f64,
+    /// The worker's peak resident memory, MiB.
+    peak_rss_mib: f64,
     /// Produced → decision visible, ms (runs at a fixed rate only).
     latencies: Vec<i64>,
 }
@@ -90,6 +93,16 @@ impl Run {
     fn rate(&self) -> f64 {
         self.records as f64 / self.wall_s
     }
+}
+
+/// A process's peak resident set (`VmHWM` of `/proc/PID/status`), KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// CPU seconds a process has used so far (`/proc/PID/stat` utime + stime, in
@@ -248,6 +261,7 @@ fn run(bootstrap: &str, exe: &str, records: &[(String, Vec<u8>)], rate: Option<f
     }
     let secs = started.elapsed().as_secs_f64();
     let worker_cpu_s = cpu_seconds(worker.id()) - cpu_before;
+    let peak_rss_mib = peak_rss_kib(worker.id()) as f64 / 1024.0;
     let _ = worker.kill();
     let _ = worker.wait();
     assert_eq!(
@@ -259,6 +273,7 @@ fn run(bootstrap: &str, exe: &str, records: &[(String, Vec<u8>)], rate: Option<f
         records: records.len(),
         wall_s: secs,
         worker_cpu_s,
+        peak_rss_mib,
         latencies,
     }
 }

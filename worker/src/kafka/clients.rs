@@ -246,7 +246,10 @@ pub fn consumer_config(
         .set("auto.offset.reset", reset)
         .set("enable.partition.eof", "false")
         .set("fetch.wait.max.ms", "5")
-        .set("queued.min.messages", "20000");
+        .set("queued.min.messages", "20000")
+        // Bounds the prefetched input (with one cycle held by the loop, the
+        // worker's memory stays bounded whatever the input rate).
+        .set("queued.max.messages.kbytes", "32768");
     c
 }
 
