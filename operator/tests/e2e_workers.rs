@@ -586,7 +586,33 @@ async fn restart_count(pods: &Api<Pod>, name: &str) -> i32 {
         .unwrap_or(0)
 }
 
+/// Deletes the namespace; the pipelines' finalizers go first, as no operator runs
+/// any more to remove them.
 fn cleanup(env: &TestEnv, ns: &str) {
+    let names = tool(
+        env,
+        keys::KUBECTL,
+        &["get", "riskpipelines", "-n", ns, "-o", "name"],
+        None,
+    )
+    .unwrap_or_default();
+    for rp in names.lines() {
+        let _ = tool(
+            env,
+            keys::KUBECTL,
+            &[
+                "patch",
+                rp,
+                "-n",
+                ns,
+                "--type",
+                "merge",
+                "-p",
+                r#"{"metadata":{"finalizers":null}}"#,
+            ],
+            None,
+        );
+    }
     let _ = tool(
         env,
         keys::KUBECTL,
