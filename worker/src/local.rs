@@ -49,6 +49,9 @@ pub struct WithInlineLists<D> {
 }
 
 impl<D: Dimensions> Dimensions for WithInlineLists<D> {
+    fn prefetch(&self, keys: &riskpipe_engine::BatchKeys) {
+        self.base.prefetch(keys);
+    }
     fn user(&self, user_id: i64) -> Option<&UserProfile> {
         self.base.user(user_id)
     }

@@ -22,7 +22,9 @@ use ahash::AHashSet;
 pub use amount::{Cents, Ratio};
 pub use config::EngineConfig;
 pub use decision::{Decision, DecisionWriter};
-pub use dimensions::{Dimensions, HistoryRow, MerchantProfile, StaticDimensions, UserProfile};
+pub use dimensions::{
+    BatchKeys, Dimensions, HistoryRow, MerchantProfile, StaticDimensions, UserProfile,
+};
 pub use rules::FinalDecision;
 pub use store::{MemoryStore, StateStore};
 pub use timefmt::Zone;

@@ -308,6 +308,15 @@ pub fn run(
         st.owned_partitions = owned.clone();
     }
 
+    // Producers first: fencing a killed predecessor aborts its open
+    // transaction, whose pending offsets would otherwise keep the group's
+    // committed offsets unreadable until the transaction times out.
+    let mut workers = Vec::with_capacity(owned.len());
+    for &p in &owned {
+        let worker = PartitionWorker::open(&name, source, p, args, &snapshots)
+            .with_context(|| format!("opening partition {p}"))?;
+        workers.push(worker);
+    }
     let mut committed_tpl = TopicPartitionList::new();
     for p in &owned {
         committed_tpl.add_partition(&source.topic, *p);
@@ -315,17 +324,13 @@ pub fn run(
     let committed = retry("reading the group's committed offsets", || {
         consumer.committed_offsets(committed_tpl.clone(), Duration::from_secs(10))
     })?;
-    let mut workers = Vec::with_capacity(owned.len());
-    for &p in &owned {
-        let committed = committed
-            .find_partition(&source.topic, p)
-            .and_then(|e| match e.offset() {
+    for w in &mut workers {
+        w.set_committed(committed.find_partition(&source.topic, w.id).and_then(
+            |e| match e.offset() {
                 Offset::Offset(o) => Some(o),
                 _ => None,
-            });
-        let worker = PartitionWorker::open(&name, source, p, args, &snapshots, committed)
-            .with_context(|| format!("opening partition {p}"))?;
-        workers.push(worker);
+            },
+        ));
     }
     for w in &mut workers {
         w.catch_up(source, &group_id, &args.security, &engine, dims.as_ref())
@@ -411,6 +416,9 @@ pub fn run(
             open.push((i, batch, produced));
         }
         let produced_at = Instant::now();
+        // Busy means deciding and writing state; waiting on the coordinators
+        // for commits is not (the loop fetches meanwhile).
+        loop_state.idle_from(produced_at);
         // Commit the partitions' transactions concurrently (each is a few
         // round trips to the coordinators) while fetching the next batch.
         let outcomes: Vec<Result<()>> = std::thread::scope(|scope| {
@@ -452,6 +460,9 @@ pub fn run(
             commit_ms = produced_at.elapsed().as_secs_f64() * 1000.0,
             "cycle"
         );
+        if !open.is_empty() {
+            loop_state.busy_from(Instant::now());
+        }
         for ((i, batch, produced), committed) in open.into_iter().zip(outcomes) {
             let n = batch.len();
             let outcome = produced.and(committed);

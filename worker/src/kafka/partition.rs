@@ -12,7 +12,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use riskpipe_crds::KafkaSource;
 use riskpipe_engine::dimensions::Dimensions;
-use riskpipe_engine::{DecisionWriter, Engine, parse_transaction};
+use riskpipe_engine::{BatchKeys, DecisionWriter, Engine, Transaction, parse_transaction};
 
 use super::KafkaArgs;
 use super::clients;
@@ -55,6 +55,7 @@ pub struct Polled {
     offset: i64,
     timestamp_ms: Option<i64>,
     payload: Option<Vec<u8>>,
+    fetched_at: Instant,
 }
 
 impl Polled {
@@ -64,6 +65,7 @@ impl Polled {
             offset: m.offset(),
             timestamp_ms: m.timestamp().to_millis(),
             payload: m.payload().map(<[u8]>::to_vec),
+            fetched_at: Instant::now(),
         }
     }
 
@@ -105,14 +107,15 @@ fn offset_meta(state: &PartitionState) -> Result<Option<i64>> {
 
 impl PartitionWorker {
     /// Opens the partition's state (restoring it from a savepoint or the latest
-    /// checkpoint when there is none locally) and fences older producers.
+    /// checkpoint when there is none locally) and fences older producers, which
+    /// aborts a transaction a killed predecessor left open — so the group's
+    /// offsets are stable to read right after (see [`Self::set_committed`]).
     pub fn open(
         pipeline: &str,
         source: &KafkaSource,
         id: i32,
         args: &KafkaArgs,
         snapshots: &Snapshots,
-        committed: Option<i64>,
     ) -> Result<Self> {
         let dir = partition_dir(&args.state_dir, id);
         if !dir.join("CURRENT").exists() {
@@ -130,21 +133,28 @@ impl PartitionWorker {
         super::retry("initialising transactions", || {
             producer.init_transactions(TXN_TIMEOUT)
         })?;
-        tracing::info!(
-            partition = id,
-            ?state_offset,
-            ?committed,
-            "partition opened"
-        );
         Ok(PartitionWorker {
             id,
             state,
             producer,
             state_offset,
-            committed,
-            next_offset: state_offset.or(committed),
+            committed: None,
+            next_offset: state_offset,
             aborts_in_a_row: 0,
         })
+    }
+
+    /// The group's committed offset, read after every owned partition's
+    /// producer has fenced its predecessor.
+    pub fn set_committed(&mut self, committed: Option<i64>) {
+        self.committed = committed;
+        self.next_offset = self.state_offset.or(committed);
+        tracing::info!(
+            partition = self.id,
+            state_offset = ?self.state_offset,
+            ?committed,
+            "partition opened"
+        );
     }
 
     /// Where consumption starts; `None` means the startup mode decides.
@@ -265,48 +275,56 @@ impl PartitionWorker {
             .begin_transaction()
             .context("beginning a transaction")?;
         let zone = engine.config().zone;
+        // Parse the whole batch first so that its dimension lookups can be
+        // fetched together before any transaction is decided.
+        let parsed: Vec<Result<Transaction, (&'static str, String)>> = batch
+            .iter()
+            .map(|p| {
+                let bytes = p.payload.as_deref().unwrap_or_default();
+                if bytes.len() > MAX_RECORD_BYTES {
+                    return Err((
+                        "oversized",
+                        format!(
+                            "record of {} bytes exceeds the {MAX_RECORD_BYTES} byte limit (raw truncated)",
+                            bytes.len()
+                        ),
+                    ));
+                }
+                parse_transaction(bytes, zone).map_err(|e| (e.kind(), e.to_string()))
+            })
+            .collect();
+        dims.prefetch(&BatchKeys::of(parsed.iter().flatten()));
         let mut json = Vec::with_capacity(2048);
         let mut key = String::with_capacity(24);
-        for p in batch {
-            let read_at = Instant::now();
+        for (p, parsed) in batch.iter().zip(parsed) {
             metrics.records_in.inc();
             let bytes = p.payload.as_deref().unwrap_or_default();
-            let refused = if bytes.len() > MAX_RECORD_BYTES {
-                Some((
-                    "oversized",
-                    format!(
-                        "record of {} bytes exceeds the {MAX_RECORD_BYTES} byte limit (raw truncated)",
-                        bytes.len()
-                    ),
-                ))
-            } else {
-                match parse_transaction(bytes, zone) {
-                    Ok(tx) => {
-                        let mut d = engine.decide(&tx, dims, &mut self.state)?;
-                        d.decided_at_ms = now_ms();
-                        let latency = read_at.elapsed();
-                        d.processing_latency_ms = latency.as_secs_f64() * 1000.0;
-                        metrics.in_worker_latency.observe(latency.as_secs_f64());
-                        metrics
-                            .decisions
-                            .get_or_create(&DecisionLabel {
-                                decision: d.final_decision.as_str(),
-                            })
-                            .inc();
+            let refused = match parsed {
+                Ok(tx) => {
+                    let mut d = engine.decide(&tx, dims, &mut self.state)?;
+                    d.decided_at_ms = now_ms();
+                    let latency = p.fetched_at.elapsed();
+                    d.processing_latency_ms = latency.as_secs_f64() * 1000.0;
+                    metrics.in_worker_latency.observe(latency.as_secs_f64());
+                    metrics
+                        .decisions
+                        .get_or_create(&DecisionLabel {
+                            decision: d.final_decision.as_str(),
+                        })
+                        .inc();
+                    json.clear();
+                    writer.write(&d, &mut json);
+                    key.clear();
+                    key.push_str(itoa::Buffer::new().format(tx.transaction_id));
+                    self.send(&outputs.decisions, key.as_bytes(), &json)?;
+                    if let Some(audit) = &outputs.audit {
                         json.clear();
-                        writer.write(&d, &mut json);
-                        key.clear();
-                        key.push_str(itoa::Buffer::new().format(tx.transaction_id));
-                        self.send(&outputs.decisions, key.as_bytes(), &json)?;
-                        if let Some(audit) = &outputs.audit {
-                            json.clear();
-                            audit.writer.write(&d, &tx, &mut json)?;
-                            self.send(&audit.topic, key.as_bytes(), &json)?;
-                        }
-                        None
+                        audit.writer.write(&d, &tx, &mut json)?;
+                        self.send(&audit.topic, key.as_bytes(), &json)?;
                     }
-                    Err(e) => Some((e.kind(), e.to_string())),
+                    None
                 }
+                Err(refused) => Some(refused),
             };
             if let Some((kind, reason)) = refused {
                 metrics
@@ -469,7 +487,15 @@ pub struct LoopClock {
     busy_since: Option<Instant>,
     busy: Duration,
     records: u64,
+    /// (inputs, errors) of each of the last [`ERROR_WINDOW_REPORTS`] reports.
+    error_window: std::collections::VecDeque<(u64, u64)>,
+    /// (inputs, errors) counted up to the previous report.
+    error_totals: (u64, u64),
 }
+
+/// The error rate in `/status` covers this many one-second reports, so a burst
+/// of bad records shows at once however long the worker has been running.
+const ERROR_WINDOW_REPORTS: usize = 60;
 
 impl LoopClock {
     /// A clock starting now.
@@ -481,6 +507,8 @@ impl LoopClock {
             busy_since: None,
             busy: Duration::ZERO,
             records: 0,
+            error_window: std::collections::VecDeque::with_capacity(ERROR_WINDOW_REPORTS),
+            error_totals: (0, 0),
         }
     }
 
@@ -540,7 +568,19 @@ impl LoopClock {
                 .get()
         })
         .sum();
-        let inputs = metrics.records_in.get().max(1);
+        let totals = (metrics.records_in.get(), dead + metrics.errors.get());
+        if self.error_window.len() == ERROR_WINDOW_REPORTS {
+            self.error_window.pop_front();
+        }
+        self.error_window.push_back((
+            totals.0.saturating_sub(self.error_totals.0),
+            totals.1.saturating_sub(self.error_totals.1),
+        ));
+        self.error_totals = totals;
+        let (inputs, errors) = self
+            .error_window
+            .iter()
+            .fold((0, 0), |(i, e), (di, de)| (i + di, e + de));
         if let Ok(mut st) = shared.status.lock() {
             st.records_per_second = rate;
             st.busy_ratio = busy;
@@ -552,7 +592,8 @@ impl LoopClock {
             } else {
                 0.0
             };
-            st.error_rate = (dead + metrics.errors.get()) as f64 / inputs as f64;
+            // Over the last minute; aborted transactions count as errors.
+            st.error_rate = errors as f64 / inputs.max(1) as f64;
         }
         tracing::debug!(rate, busy, lag_total, uptime = ?self.started.elapsed(), "status");
         self.last_report = Instant::now();
