@@ -83,26 +83,9 @@ fn round_trip_with_dead_letters() {
 #[test]
 fn kill_nine_ten_times_loses_and_duplicates_nothing() {
     let _serial = serial();
-    let bootstrap = bootstrap();
-    let (input, decisions, dead) = (unique("tx"), unique("decisions"), unique("dead"));
-    let audit = format!("{decisions}-audit");
-    create_topics(&bootstrap, &[&input, &decisions, &dead, &audit]);
     let total = 200_000u64;
-    let producer_bootstrap = bootstrap.clone();
-    let producer_input = input.clone();
-    let feeder =
-        std::thread::spawn(move || produce(&producer_bootstrap, &producer_input, total, &[]));
-    let dir = tempfile::tempdir().unwrap();
-    let m = manifest(
-        dir.path(),
-        &unique("chaos"),
-        &bootstrap,
-        &input,
-        &decisions,
-        &dead,
-        &dir.path().join("chk"),
-    );
-    let state = dir.path().join("state");
+    let run = ChaosRun::start("chaos", total);
+    let (m, state) = (run.manifest.clone(), run.state.clone());
     let mut rng = SmallRng::seed_from_u64(99);
     for kill in 0..10 {
         let worker = start_worker_env(&m, &state, 0, 1, None, None, &AUDIT_ENV);
@@ -110,19 +93,85 @@ fn kill_nine_ten_times_loses_and_duplicates_nothing() {
         worker.kill9();
         eprintln!("kill -9 #{}", kill + 1);
     }
-    feeder.join().expect("producer thread");
+    let run = run.fed();
     let worker = start_worker_env(&m, &state, 0, 1, None, None, &AUDIT_ENV);
     let out = read_committed(
-        &bootstrap,
-        &decisions,
+        &run.bootstrap,
+        &run.decisions,
         total as usize,
         Duration::from_secs(600),
     );
-    let audited = read_committed(&bootstrap, &audit, total as usize, Duration::from_secs(120));
-    worker.terminate();
-    let reference = reference(&bootstrap, &input);
-    assert_exactly_once_and_equal(&out, &reference);
-    assert_audit_exactly_once(&audited, &reference);
+    run.assert_outputs(worker, &out);
+}
+
+/// A chaos run: input, decisions, dead-letter and audit topics, a thread
+/// producing `total` transactions into the input, and the pipeline manifest.
+struct ChaosRun {
+    bootstrap: String,
+    input: String,
+    decisions: String,
+    audit: String,
+    total: u64,
+    manifest: std::path::PathBuf,
+    state: std::path::PathBuf,
+    feeder: Option<std::thread::JoinHandle<Vec<Vec<u8>>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl ChaosRun {
+    fn start(name: &str, total: u64) -> Self {
+        let bootstrap = bootstrap();
+        let (input, decisions, dead) = (unique("tx"), unique("decisions"), unique("dead"));
+        let audit = format!("{decisions}-audit");
+        create_topics(&bootstrap, &[&input, &decisions, &dead, &audit]);
+        let (feed_bootstrap, feed_input) = (bootstrap.clone(), input.clone());
+        let feeder = std::thread::spawn(move || produce(&feed_bootstrap, &feed_input, total, &[]));
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = manifest(
+            dir.path(),
+            &unique(name),
+            &bootstrap,
+            &input,
+            &decisions,
+            &dead,
+            &dir.path().join("chk"),
+        );
+        ChaosRun {
+            state: dir.path().join("state"),
+            bootstrap,
+            input,
+            decisions,
+            audit,
+            total,
+            manifest,
+            feeder: Some(feeder),
+            _dir: dir,
+        }
+    }
+
+    /// Waits until every input transaction is produced.
+    fn fed(mut self) -> Self {
+        if let Some(feeder) = self.feeder.take() {
+            feeder.join().expect("producer thread");
+        }
+        self
+    }
+
+    /// Reads the audit topic, stops `worker`, and asserts every transaction_id
+    /// exactly once in `decisions` and on the audit topic, with features equal
+    /// to an uninterrupted run.
+    fn assert_outputs(&self, worker: Worker, decisions: &[(String, serde_json::Value)]) {
+        let audited = read_committed(
+            &self.bootstrap,
+            &self.audit,
+            self.total as usize,
+            Duration::from_secs(120),
+        );
+        worker.terminate();
+        let reference = reference(&self.bootstrap, &self.input);
+        assert_exactly_once_and_equal(decisions, &reference);
+        assert_audit_exactly_once(&audited, &reference);
+    }
 }
 
 #[test]
@@ -299,32 +348,16 @@ fn bounce_broker(bootstrap: &str, down_for: Duration) {
 #[test]
 fn broker_stopped_and_restarted_mid_stream() {
     let _serial = serial();
-    let bootstrap = bootstrap();
-    let (input, decisions, dead) = (unique("tx"), unique("decisions"), unique("dead"));
-    let audit = format!("{decisions}-audit");
-    create_topics(&bootstrap, &[&input, &decisions, &dead, &audit]);
     let total = 60_000u64;
-    let producer_bootstrap = bootstrap.clone();
-    let producer_input = input.clone();
-    let feeder =
-        std::thread::spawn(move || produce(&producer_bootstrap, &producer_input, total, &[]));
-    let dir = tempfile::tempdir().unwrap();
-    let m = manifest(
-        dir.path(),
-        &unique("bounce"),
-        &bootstrap,
-        &input,
-        &decisions,
-        &dead,
-        &dir.path().join("chk"),
-    );
-    let state = dir.path().join("state");
+    let run = ChaosRun::start("bounce", total);
+    let (bootstrap, decisions) = (run.bootstrap.clone(), run.decisions.clone());
+    let (m, state) = (run.manifest.clone(), run.state.clone());
     let mut worker = start_worker_env(&m, &state, 0, 1, None, None, &AUDIT_ENV);
     // Decisions are flowing before the broker goes away.
     let before = read_committed(&bootstrap, &decisions, 5_000, Duration::from_secs(120));
     assert!(before.len() >= 5_000, "no decisions before the bounce");
     bounce_broker(&bootstrap, Duration::from_secs(8));
-    feeder.join().expect("producer thread");
+    let run = run.fed();
     // Like Kubernetes: a worker that gave up during the outage is started again.
     let mut restarts = 0;
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -354,12 +387,8 @@ fn broker_stopped_and_restarted_mid_stream() {
             distinct.len()
         );
     };
-    let audited = read_committed(&bootstrap, &audit, total as usize, Duration::from_secs(120));
-    worker.terminate();
     eprintln!("worker restarts after the bounce: {restarts}");
-    let reference = reference(&bootstrap, &input);
-    assert_exactly_once_and_equal(&out, &reference);
-    assert_audit_exactly_once(&audited, &reference);
+    run.assert_outputs(worker, &out);
 }
 
 /// Starts a worker whose manifest says `startup` instead of `startupMode:

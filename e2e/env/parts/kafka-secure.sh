@@ -67,6 +67,8 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+# As for the main broker: a stalled test machine must not make the node fence itself.
+broker.session.timeout.ms=60000
 PROPS
   chmod 600 "$dir/server.properties"
   cat >"$dir/log4j2.properties" <<'PROPS'

@@ -45,6 +45,10 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+# A test machine of two cores can stall the broker for tens of seconds (a cargo
+# build flushing gigabytes); with the default 9 s session the one node fenced
+# itself and took every partition offline mid-test.
+broker.session.timeout.ms=60000
 PROPS
   cat >"$dir/log4j2.properties" <<'PROPS'
 status = warn

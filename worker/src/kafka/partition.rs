@@ -271,6 +271,16 @@ impl PartitionWorker {
         topic: &str,
         metrics: &WorkerMetrics,
     ) -> Result<()> {
+        if self.state_offset.is_none()
+            && let Some(first) = batch.first()
+        {
+            // A fresh state records where it starts before its first commit, so a
+            // crash between that commit and the state write is caught up on start
+            // like any other (the gap is replayed into the state).
+            self.state
+                .flush(&[("offset", &first.offset.to_be_bytes())])?;
+            self.state_offset = Some(first.offset);
+        }
         self.producer
             .begin_transaction()
             .context("beginning a transaction")?;
