@@ -100,6 +100,10 @@ fn worker_binary(env: &TestEnv) {
     }
 }
 
+/// Each test runs an operator, two workers and a producer: on a two-core machine
+/// they run one at a time, or their deadlines measure the machine's load.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn progress(what: &str) {
     static START: OnceLock<Instant> = OnceLock::new();
     let start = START.get_or_init(Instant::now);
@@ -623,6 +627,7 @@ fn cleanup(env: &TestEnv, ns: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn savepoint_upgrades_kills_and_an_operator_restart_lose_and_duplicate_nothing() {
+    let _serial = SERIAL.lock().await;
     let env = env();
     worker_binary(&env);
     let ns = install(&env, "wk-upgrade");
@@ -804,6 +809,7 @@ async fn savepoint_upgrades_kills_and_an_operator_restart_lose_and_duplicate_not
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn suspend_keeps_the_state_and_resume_restores_it() {
+    let _serial = SERIAL.lock().await;
     let env = env();
     worker_binary(&env);
     let ns = install(&env, "wk-suspend");
@@ -999,6 +1005,7 @@ fn produce_garbage(env: &TestEnv, topic: &str, per_second: u64) -> Arc<AtomicBoo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stateless_upgrades_wipe_state_and_a_high_error_rate_restarts_within_bounds() {
+    let _serial = SERIAL.lock().await;
     let env = env();
     worker_binary(&env);
     let ns = install(&env, "wk-stateless");
