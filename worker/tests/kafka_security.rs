@@ -4,6 +4,8 @@
 //! librdkafka properties; decisions arrive; wrong credentials, a missing Secret and a
 //! property outside security./sasl./ssl. are clear errors within a deadline.
 
+mod common;
+
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -12,7 +14,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
@@ -91,31 +92,11 @@ impl Secure {
 }
 
 fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!("{name}-{}-{nanos}", std::process::id())
+    common::unique(name)
 }
 
 fn create_topics(secure: &Secure, topics: &[&str]) {
-    let admin: AdminClient<_> = secure.client().create().expect("admin client");
-    let new: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
-        .collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let results = rt
-        .block_on(admin.create_topics(
-            &new,
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-        ))
-        .expect("create topics on the SASL_SSL broker");
-    for r in results {
-        r.expect("topic created");
-    }
+    common::create_topics_with(&secure.client(), topics, PARTITIONS);
 }
 
 /// Produces `count` generated transactions keyed by user_id; returns their ids.

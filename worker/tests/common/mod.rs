@@ -52,13 +52,18 @@ pub fn unique(name: &str) -> String {
 
 /// Creates topics of [`PARTITIONS`] partitions.
 pub fn create_topics(bootstrap: &str, topics: &[&str]) {
-    let admin: AdminClient<_> = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("admin client");
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    create_topics_with(&config, topics, PARTITIONS);
+}
+
+/// Creates topics of `partitions` partitions through an admin client made from
+/// `config` (e.g. one with TLS/SASL settings).
+pub fn create_topics_with(config: &ClientConfig, topics: &[&str], partitions: i32) {
+    let admin: AdminClient<_> = config.create().expect("admin client");
     let new: Vec<NewTopic<'_>> = topics
         .iter()
-        .map(|t| NewTopic::new(t, PARTITIONS, TopicReplication::Fixed(1)))
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
         .collect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
