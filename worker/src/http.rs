@@ -177,22 +177,30 @@ async fn trigger_savepoint(
         path,
         error: None,
     };
-    let sent = s
-        .requests
-        .lock()
-        .map(|tx| tx.send(request).is_ok())
-        .unwrap_or(false);
-    if !sent {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the processing loop has stopped",
-        )
-            .into_response();
+    if let Some(stopped) = to_loop(&s, request) {
+        return stopped;
     }
     if let Ok(mut map) = s.savepoints.lock() {
         map.insert(id, info.clone());
     }
     (StatusCode::ACCEPTED, Json(info)).into_response()
+}
+
+/// Hands a savepoint request to the processing loop; the 503 answer when it
+/// has stopped.
+fn to_loop(s: &Shared, request: SavepointRequest) -> Option<Response> {
+    let sent = s
+        .requests
+        .lock()
+        .map(|tx| tx.send(request).is_ok())
+        .unwrap_or(false);
+    (!sent).then(|| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the processing loop has stopped",
+        )
+            .into_response()
+    })
 }
 
 async fn get_savepoint(State(s): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
@@ -221,17 +229,8 @@ async fn delete_savepoint(State(s): State<Arc<Shared>>, Path(id): Path<String>) 
         path: info.path,
         action: SavepointAction::Delete(tx),
     };
-    let sent = s
-        .requests
-        .lock()
-        .map(|t| t.send(request).is_ok())
-        .unwrap_or(false);
-    if !sent {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the processing loop has stopped",
-        )
-            .into_response();
+    if let Some(stopped) = to_loop(&s, request) {
+        return stopped;
     }
     let answer = tokio::task::spawn_blocking(move || rx.recv_timeout(DELETE_TIMEOUT)).await;
     match answer {

@@ -14,10 +14,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 use riskpipe_e2e::env::{TestEnv, keys};
 use riskpipe_worker::generator::{Generator, GeneratorConfig};
 use serde_json::Value;
@@ -253,19 +251,7 @@ fn read_decisions(
     want: &HashSet<String>,
     worker: &mut Worker,
 ) -> Vec<(String, Value)> {
-    let consumer: BaseConsumer = secure
-        .client()
-        .set("group.id", unique("reader"))
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
+    let consumer = common::committed_reader(secure.client(), topic, PARTITIONS);
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     let end = Instant::now() + Duration::from_secs(180);

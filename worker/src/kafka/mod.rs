@@ -159,8 +159,8 @@ impl Fetched {
     }
 
     /// Polls while `committing` says the previous cycle's transactions are
-    /// still being committed, holding at most `cap` records (backpressure:
-    /// fetching pauses while a full cycle waits).
+    /// still being committed, up to `cap` records (backpressure: with a full
+    /// cycle held, fetching stops and the caller waits for the commits).
     fn fill_while(
         &mut self,
         consumer: &BaseConsumer,
@@ -168,12 +168,8 @@ impl Fetched {
         metrics: &WorkerMetrics,
         committing: impl Fn() -> bool,
     ) {
-        while committing() {
-            if self.count >= cap {
-                std::thread::sleep(Duration::from_micros(200));
-            } else {
-                self.poll_one(consumer, Duration::from_millis(1), metrics);
-            }
+        while self.count < cap && committing() {
+            self.poll_one(consumer, Duration::from_millis(1), metrics);
         }
     }
 

@@ -315,6 +315,24 @@ impl Worker {
     }
 }
 
+/// A read_committed consumer of `topic`'s `partitions` from their beginning,
+/// made from `config` (e.g. one with TLS/SASL settings).
+pub fn committed_reader(mut config: ClientConfig, topic: &str, partitions: i32) -> BaseConsumer {
+    let consumer: BaseConsumer = config
+        .set("group.id", unique("reader"))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    consumer
+}
+
 /// Reads a topic with read_committed until `want` distinct keys or the deadline;
 /// returns every record as (key, value) — duplicates included.
 pub fn read_committed(
@@ -323,19 +341,9 @@ pub fn read_committed(
     want: usize,
     deadline: Duration,
 ) -> Vec<(String, Value)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", unique("reader"))
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", bootstrap);
+    let consumer = committed_reader(config, topic, PARTITIONS);
     let mut out = Vec::new();
     let mut keys = std::collections::HashSet::new();
     let end = Instant::now() + deadline;
