@@ -13,15 +13,14 @@ use riskpipe_engine::{DecisionWriter, Engine};
 
 use crate::dims_csv::load_dimensions;
 use crate::generator::{Generator, GeneratorConfig};
-use crate::local::{LocalPipeline, RunOptions, StateDir, WithInlineLists};
+use crate::local::{LocalPipeline, LocalSinks, RunOptions, StateDir, WithInlineLists};
 use crate::output::JsonLines;
 use crate::pipeline_config::engine_config;
 use crate::report::RunStats;
 use crate::source::LocalSource;
-use crate::state::PartitionState;
+use crate::state::{self, PartitionState};
 
 /// Users and merchants kept in memory per partition.
-const STATE_CACHE_ENTRIES: usize = 200_000;
 
 /// Options of `riskpipe-worker run`.
 #[derive(Debug, Clone)]
@@ -218,16 +217,18 @@ pub fn run(args: &RunArgs) -> Result<RunStats> {
     };
     let state_dir =
         StateDir::new(args.state_dir.as_deref(), &name).context("creating the state folder")?;
-    let state = PartitionState::open(&state_dir.partition(0), STATE_CACHE_ENTRIES)?;
+    let state = PartitionState::open(&state_dir.partition(0), state::cache_entries(1))?;
     let mut local = LocalPipeline {
-        writer: DecisionWriter::new(&cfg.pipeline, &cfg.rule_set_version),
+        sinks: LocalSinks {
+            writer: DecisionWriter::new(&cfg.pipeline, &cfg.rule_set_version),
+            decisions: JsonLines::create(&decisions_path)?,
+            dead_letters: dead_letter_output(dead_path, &decisions_path)?,
+            source_name: source_name(&spec.source),
+            audit: local_audit(&pipeline, &base, &args.secrets_dir)?,
+        },
         engine: Engine::new(cfg),
         dims,
         state,
-        decisions: JsonLines::create(&decisions_path)?,
-        dead_letters: dead_letter_output(dead_path, &decisions_path)?,
-        source_name: source_name(&spec.source),
-        audit: local_audit(&pipeline, &base, &args.secrets_dir)?,
     };
     tracing::info!(pipeline = %name, decisions = %decisions_path.display(), state = %state_dir.path().display(), "pipeline started");
     let started = std::time::Instant::now();
@@ -333,14 +334,16 @@ pub fn replay(args: &ReplayArgs) -> Result<RunStats> {
     tracing::info!(dir = %args.dimensions.display(), ?counts, "dimension tables loaded");
     let state_dir = StateDir::new(None, "replay").context("creating the state folder")?;
     let mut local = LocalPipeline {
-        writer: DecisionWriter::new(&cfg.pipeline, &cfg.rule_set_version),
+        sinks: LocalSinks {
+            writer: DecisionWriter::new(&cfg.pipeline, &cfg.rule_set_version),
+            decisions: JsonLines::create(&args.out)?,
+            dead_letters: dead_letter_output(args.dead_letters.clone(), &args.out)?,
+            source_name: args.transactions.display().to_string(),
+            audit: None,
+        },
         engine: Engine::new(cfg),
         dims: with_lists(dims, &pipeline),
-        state: PartitionState::open(&state_dir.partition(0), STATE_CACHE_ENTRIES)?,
-        decisions: JsonLines::create(&args.out)?,
-        dead_letters: dead_letter_output(args.dead_letters.clone(), &args.out)?,
-        source_name: args.transactions.display().to_string(),
-        audit: None,
+        state: PartitionState::open(&state_dir.partition(0), state::cache_entries(1))?,
     };
     let mut source = LocalSource::file(&args.transactions)?;
     let started = std::time::Instant::now();

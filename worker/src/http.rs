@@ -61,6 +61,39 @@ pub struct WorkerStatus {
     pub last_checkpoint: Option<CheckpointInfo>,
     /// `starting` (restoring, catching up) or `running`.
     pub state: String,
+    /// Each owned partition: position, where its state came from, what was lost.
+    #[serde(default)]
+    pub partitions: Vec<PartitionStatus>,
+}
+
+/// One owned partition, as `/status` reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PartitionStatus {
+    /// The input partition.
+    pub partition: i32,
+    /// Next input offset to process.
+    pub next_offset: Option<i64>,
+    /// Where its state came from at start: `local`, `empty`, or a snapshot's URL.
+    pub start_source: Option<String>,
+    /// Why the partition is stopped, when it is.
+    pub stopped: Option<String>,
+    /// A resume position or catch-up range that retention had removed.
+    pub offset_out_of_range: Option<OffsetOutOfRangeReport>,
+}
+
+/// Offsets a partition needed that were no longer in the topic.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct OffsetOutOfRangeReport {
+    /// `fail`, `earliest` or `latest` (`spec.source.kafka.onOffsetOutOfRange`).
+    pub policy: String,
+    /// First lost offset.
+    pub lost_from: i64,
+    /// First offset after the lost range.
+    pub lost_to: i64,
+    /// When it was seen, ms since the epoch.
+    pub at_ms: i64,
 }
 
 /// A savepoint's progress.

@@ -12,6 +12,7 @@ pub mod local;
 pub mod metrics;
 pub mod output;
 pub mod pipeline_config;
+pub mod record;
 pub mod report;
 pub mod secrets;
 pub mod snapshot_store;

@@ -5,15 +5,16 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use riskpipe_engine::dimensions::{Dimensions, HistoryRow, MerchantProfile, UserProfile};
-use riskpipe_engine::{DecisionWriter, Engine, parse_transaction};
+use riskpipe_engine::{Decision, DecisionWriter, Engine, Transaction};
 
 use crate::audit::AuditWriter;
 use crate::output::{DeadLetter, JsonLines, OutputError};
+use crate::record::{self, Flow, Input, Outcome, Refusal};
 use crate::report::RunStats;
-use crate::source::{LocalSource, SourceError};
+use crate::source::{LocalSource, RawRecord, SourceError};
 use crate::state::{PartitionState, StateError};
 
 /// Records per micro-batch: state is flushed once per batch.
@@ -90,26 +91,12 @@ pub struct RunOptions {
 pub struct LocalPipeline {
     /// The engine.
     pub engine: Engine,
-    /// Decision JSON writer.
-    pub writer: DecisionWriter,
     /// Lookups.
     pub dims: Box<dyn Dimensions + Send>,
     /// State of partition 0.
     pub state: PartitionState,
-    /// Decisions out.
-    pub decisions: JsonLines,
-    /// Dead letters out.
-    pub dead_letters: JsonLines,
-    /// The source's name for dead letters.
-    pub source_name: String,
-    /// Audit records (SPEC §10) and where they go, when on.
-    pub audit: Option<(AuditWriter, JsonLines)>,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    /// Where decisions, dead letters and audit records go.
+    pub sinks: LocalSinks,
 }
 
 impl LocalPipeline {
@@ -130,65 +117,55 @@ impl LocalPipeline {
         };
         let mut json = Vec::with_capacity(2048);
         let mut last_position = 0u64;
-        'outer: loop {
-            for _ in 0..batch {
+        let mut records: Vec<(RawRecord, Instant)> = Vec::with_capacity(batch);
+        loop {
+            records.clear();
+            while records.len() < batch {
                 let Some(record) = source.next_record()? else {
-                    break 'outer;
+                    break;
                 };
-                let read_at = Instant::now();
-                stats.records += 1;
-                last_position = record.position;
-                if let Some(size) = record.oversized {
-                    let reason = format!(
-                        "record of {size} bytes exceeds the {} byte limit (raw truncated)",
-                        crate::source::MAX_RECORD_BYTES
-                    );
-                    self.dead_letter(
-                        &mut stats,
-                        &mut json,
-                        &record.bytes,
-                        "oversized",
-                        &reason,
-                        record.position,
-                    )?;
-                    continue;
-                }
-                match parse_transaction(&record.bytes, self.engine.config().zone) {
-                    Ok(tx) => {
-                        let mut d = self
-                            .engine
-                            .decide(&tx, self.dims.as_ref(), &mut self.state)?;
-                        let latency = read_at.elapsed();
-                        d.decided_at_ms = now_ms();
-                        d.processing_latency_ms = latency.as_secs_f64() * 1000.0;
-                        stats.latency.record(latency);
-                        stats.count_decision(d.final_decision, record.label, record.labelled);
-                        json.clear();
-                        self.writer.write(&d, &mut json);
-                        self.decisions.write_line(&json)?;
-                        if let Some((writer, out)) = &mut self.audit {
-                            json.clear();
-                            writer
-                                .write(&d, &tx, &mut json)
-                                .map_err(|e| RunError::Audit(format!("{e:#}")))?;
-                            out.write_line(&json)?;
+                records.push((record, Instant::now()));
+            }
+            let Some((last, _)) = records.last() else {
+                break;
+            };
+            last_position = last.position;
+            let inputs: Vec<Input<'_>> = records
+                .iter()
+                .map(|(r, _)| Input {
+                    bytes: &r.bytes,
+                    size: r.oversized.unwrap_or(r.bytes.len()),
+                    reference_ms: None,
+                })
+                .collect();
+            let sinks = &mut self.sinks;
+            record::run_batch(
+                &self.engine,
+                self.dims.as_ref(),
+                &mut self.state,
+                &inputs,
+                |i, outcome| -> Result<Flow, RunError> {
+                    let (raw, read_at) = &records[i];
+                    stats.records += 1;
+                    match outcome {
+                        Outcome::Decided { tx, mut decision } => {
+                            let latency = read_at.elapsed();
+                            decision.decided_at_ms = record::now_ms();
+                            decision.processing_latency_ms = latency.as_secs_f64() * 1000.0;
+                            stats.latency.record(latency);
+                            stats.count_decision(decision.final_decision, raw.label, raw.labelled);
+                            sinks.decision(&decision, tx, &mut json)?;
+                        }
+                        Outcome::Refused(refusal) => {
+                            stats.count_dead_letter(refusal.kind);
+                            sinks.dead_letter(&mut json, &raw.bytes, &refusal, raw.position)?;
                         }
                     }
-                    Err(e) => {
-                        let reason = e.to_string();
-                        self.dead_letter(
-                            &mut stats,
-                            &mut json,
-                            &record.bytes,
-                            e.kind(),
-                            &reason,
-                            record.position,
-                        )?;
-                    }
-                }
-            }
-            self.state
-                .flush(&[("position", &last_position.to_be_bytes())])?;
+                    Ok(Flow::Go)
+                },
+            )?;
+            let ended = records.len() < batch;
+            self.state.flush_at(last_position as i64 + 1)?;
             if opts.stop.load(Ordering::Relaxed) {
                 tracing::info!(
                     records = stats.records,
@@ -209,43 +186,82 @@ impl LocalPipeline {
                 eprint!("\r{}\x1b[K", stats.progress_line(started.elapsed()));
                 next_progress += Duration::from_secs(1);
             }
+            if ended {
+                break;
+            }
         }
-        self.state
-            .flush(&[("position", &last_position.to_be_bytes())])?;
-        self.decisions.flush()?;
-        self.dead_letters.flush()?;
-        if let Some((_, out)) = &mut self.audit {
-            out.flush()?;
-        }
+        self.state.flush_at(last_position as i64 + 1)?;
+        self.sinks.flush()?;
         if progress {
             eprintln!("\r{}\x1b[K", stats.progress_line(started.elapsed()));
         }
         Ok(stats)
     }
+}
+
+/// Where a local run writes: decisions, dead letters and, when on, audit records.
+pub struct LocalSinks {
+    /// Decision JSON writer.
+    pub writer: DecisionWriter,
+    /// Decisions out.
+    pub decisions: JsonLines,
+    /// Dead letters out.
+    pub dead_letters: JsonLines,
+    /// The source's name for dead letters.
+    pub source_name: String,
+    /// Audit records (SPEC §10) and where they go, when on.
+    pub audit: Option<(AuditWriter, JsonLines)>,
+}
+
+impl LocalSinks {
+    fn decision(
+        &mut self,
+        d: &Decision,
+        tx: &Transaction,
+        json: &mut Vec<u8>,
+    ) -> Result<(), RunError> {
+        json.clear();
+        self.writer.write(d, json);
+        self.decisions.write_line(json)?;
+        if let Some((writer, out)) = &mut self.audit {
+            json.clear();
+            writer
+                .write(d, tx, json)
+                .map_err(|e| RunError::Audit(format!("{e:#}")))?;
+            out.write_line(json)?;
+        }
+        Ok(())
+    }
 
     fn dead_letter(
         &mut self,
-        stats: &mut RunStats,
         json: &mut Vec<u8>,
         raw: &[u8],
-        kind: &str,
-        reason: &str,
+        refusal: &Refusal,
         position: u64,
     ) -> Result<(), RunError> {
-        stats.count_dead_letter(kind);
-        tracing::debug!(line = position, kind, reason, "dead letter");
+        tracing::debug!(line = position, kind = refusal.kind, reason = %refusal.reason, "dead letter");
         json.clear();
         DeadLetter {
             raw,
-            kind,
-            reason,
+            kind: refusal.kind,
+            reason: &refusal.reason,
             source: &self.source_name,
             position,
             partition: None,
-            at_ms: now_ms(),
+            at_ms: record::now_ms(),
         }
         .write(json);
         self.dead_letters.write_line(json)?;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), RunError> {
+        self.decisions.flush()?;
+        self.dead_letters.flush()?;
+        if let Some((_, out)) = &mut self.audit {
+            out.flush()?;
+        }
         Ok(())
     }
 }
@@ -271,7 +287,7 @@ impl StateDir {
                 let path = std::env::temp_dir().join(format!(
                     "riskpipe-{pipeline}-{}-{}",
                     std::process::id(),
-                    now_ms()
+                    record::now_ms()
                 ));
                 std::fs::create_dir_all(&path)?;
                 Ok(StateDir { path, remove: true })

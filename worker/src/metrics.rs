@@ -64,6 +64,11 @@ pub struct WorkerMetrics {
     pub cache_hits: Counter,
     /// State cache misses.
     pub cache_misses: Counter,
+    /// Times a partition's resume position (or catch-up range) was no longer in
+    /// the topic, by partition; the policy applied is in `/status`.
+    pub offsets_out_of_range: Family<PartitionLabel, Counter>,
+    /// Records whose state was replayed without output on start (catch-up).
+    pub caught_up_records: Counter,
 }
 
 impl WorkerMetrics {
@@ -87,6 +92,8 @@ impl WorkerMetrics {
             checkpoint_time: Gauge::default(),
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
+            offsets_out_of_range: Family::default(),
+            caught_up_records: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("riskpipe_worker");
         r.register(
@@ -160,6 +167,16 @@ impl WorkerMetrics {
             "state_cache_misses",
             "State cache misses",
             m.cache_misses.clone(),
+        );
+        r.register(
+            "offsets_out_of_range",
+            "Resume positions or catch-up ranges no longer in the topic (retention passed)",
+            m.offsets_out_of_range.clone(),
+        );
+        r.register(
+            "caught_up_records",
+            "Records replayed into the state without output on start",
+            m.caught_up_records.clone(),
         );
         m
     }

@@ -338,6 +338,24 @@ impl SnapshotStore {
         }
     }
 
+    /// The bytes of the small object `name` inside `place`, `None` when absent.
+    pub fn get(&self, place: &Place, name: &str) -> Result<Option<Vec<u8>>> {
+        let key = under(&place.base, name);
+        self.runtime.block_on(async {
+            match place.store.get(&key).await {
+                Ok(found) => {
+                    let bytes = found
+                        .bytes()
+                        .await
+                        .with_context(|| format!("reading {}/{name}", place.url))?;
+                    Ok(Some(bytes.to_vec()))
+                }
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e).with_context(|| format!("reading {}/{name}", place.url)),
+            }
+        })
+    }
+
     /// Every object under `place`, as `/`-separated keys relative to it.
     pub fn list(&self, place: &Place) -> Result<Vec<String>> {
         let listed: Result<Vec<object_store::ObjectMeta>, _> = self

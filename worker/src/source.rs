@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::generator::{FraudPattern, Generator};
 
-/// Longest record accepted; longer ones go to the dead letters, truncated.
-pub const MAX_RECORD_BYTES: usize = 1 << 20;
+pub use crate::record::MAX_RECORD_BYTES;
 
 /// One raw input record.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,6 +15,7 @@
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 
+use ahash::AHashMap;
 use lru::LruCache;
 use riskpipe_engine::codec::{self, CodecError};
 use riskpipe_engine::config::WindowConfig;
@@ -63,12 +64,43 @@ pub struct CacheStats {
     pub writes: u64,
 }
 
+/// Users (and as many merchants) a worker caches in memory, shared evenly by its
+/// partitions, in every mode; `RISKPIPE_STATE_CACHE_ENTRIES` overrides it.
+pub const CACHE_ENTRIES_PER_WORKER: usize = 800_000;
+
+/// The fewest entries a partition's cache holds, however many partitions share it.
+pub const MIN_CACHE_ENTRIES_PER_PARTITION: usize = 10_000;
+
+/// Name of the metadata value holding the next input position to apply (a Kafka
+/// offset, or a local source's next line), written by every flush with the state
+/// it belongs to.
+pub const NEXT_OFFSET: &str = "offset";
+
+/// The cache size of each of `partitions` partitions of one worker: the worker's
+/// budget ([`CACHE_ENTRIES_PER_WORKER`], or `RISKPIPE_STATE_CACHE_ENTRIES` when set
+/// — tests use a small one to exercise eviction at scale) shared evenly.
+pub fn cache_entries(partitions: usize) -> usize {
+    let budget = std::env::var("RISKPIPE_STATE_CACHE_ENTRIES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok());
+    match budget {
+        Some(entries) => (entries / partitions.max(1)).max(1),
+        None => (CACHE_ENTRIES_PER_WORKER / partitions.max(1)).max(MIN_CACHE_ENTRIES_PER_PARTITION),
+    }
+}
+
 /// One partition's state.
 pub struct PartitionState {
     db: DB,
     path: PathBuf,
     users: LruCache<i64, Cached<UserState>>,
     merchants: LruCache<i64, Cached<MerchantState>>,
+    /// Changed users evicted from the cache before their flush. They are read
+    /// back from here (never from RocksDB, which still holds the value from
+    /// before the batch) and written by the next flush.
+    spilled_users: AHashMap<i64, UserState>,
+    /// Changed merchants evicted before their flush, with their unwritten journal.
+    spilled_merchants: AHashMap<i64, MerchantState>,
     dirty_users: Vec<i64>,
     dirty_merchants: Vec<i64>,
     batch: WriteBatch,
@@ -134,11 +166,12 @@ fn meta_key(name: &str) -> Vec<u8> {
 
 impl PartitionState {
     /// Opens (or creates) the database of one partition in `dir`, caching up to
-    /// `cache_entries` users and as many merchants in memory.
+    /// `cache_entries` users and as many merchants in memory (at least one).
     ///
-    /// The cache must hold more keys than one micro-batch touches (4,096 at least),
-    /// so a changed entry is never evicted before its batch is flushed; should it
-    /// happen anyway, the entry is written into the pending batch, not lost.
+    /// A changed entry evicted before its batch is flushed is kept aside until
+    /// that flush, so a batch may touch more keys than the cache holds; what is
+    /// kept aside is bounded by the keys one batch touches, so callers with large
+    /// batches (catch-up) flush in chunks.
     pub fn open(dir: &Path, cache_entries: usize) -> Result<Self, StateError> {
         let mut opts = Options::default();
         opts.create_if_missing(true);
@@ -149,12 +182,14 @@ impl PartitionState {
             path: dir.to_owned(),
             source,
         })?;
-        let cap = NonZeroUsize::new(cache_entries.max(4096)).unwrap_or(NonZeroUsize::MIN);
+        let cap = NonZeroUsize::new(cache_entries).unwrap_or(NonZeroUsize::MIN);
         Ok(PartitionState {
             db,
             path: dir.to_owned(),
             users: LruCache::new(cap),
             merchants: LruCache::new(cap),
+            spilled_users: AHashMap::new(),
+            spilled_merchants: AHashMap::new(),
             dirty_users: Vec::new(),
             dirty_merchants: Vec::new(),
             batch: WriteBatch::default(),
@@ -173,6 +208,20 @@ impl PartitionState {
             path: self.path.clone(),
             source,
         }
+    }
+
+    /// The next input position the state has applied everything before
+    /// ([`NEXT_OFFSET`]), when recorded.
+    pub fn next_offset(&self) -> Result<Option<i64>, StateError> {
+        Ok(self
+            .meta(NEXT_OFFSET)?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map(i64::from_be_bytes))
+    }
+
+    /// Flushes with the next input position as [`NEXT_OFFSET`].
+    pub fn flush_at(&mut self, next_offset: i64) -> Result<(), StateError> {
+        self.flush(&[(NEXT_OFFSET, &next_offset.to_be_bytes())])
     }
 
     /// Reads a metadata value written by [`PartitionState::flush`].
@@ -202,6 +251,16 @@ impl PartitionState {
                 self.stats.writes += 1;
             }
         }
+        for (id, value) in std::mem::take(&mut self.spilled_users) {
+            self.scratch.clear();
+            codec::encode_user(&value, &mut self.scratch);
+            self.batch.put(user_key(id), &self.scratch);
+            self.stats.writes += 1;
+        }
+        for (id, mut value) in std::mem::take(&mut self.spilled_merchants) {
+            write_journal(&mut self.batch, id, value.take_journal());
+            self.stats.writes += 1;
+        }
         for (name, value) in meta {
             self.batch.put(meta_key(name), value);
         }
@@ -230,6 +289,8 @@ impl PartitionState {
     pub fn discard_cache(&mut self) {
         self.users.clear();
         self.merchants.clear();
+        self.spilled_users.clear();
+        self.spilled_merchants.clear();
         self.dirty_users.clear();
         self.dirty_merchants.clear();
         self.batch = WriteBatch::default();
@@ -263,18 +324,34 @@ impl PartitionState {
         Ok(())
     }
 
-    /// Writes an evicted dirty value into the pending batch so nothing is lost.
+    /// Keeps an evicted changed user aside until the next flush.
     fn spill_user(&mut self, id: i64, c: Cached<UserState>) {
         if c.dirty {
-            self.scratch.clear();
-            codec::encode_user(&c.value, &mut self.scratch);
-            self.batch.put(user_key(id), &self.scratch);
+            self.spilled_users.insert(id, c.value);
         }
     }
 
-    fn spill_merchant(&mut self, id: i64, mut c: Cached<MerchantState>) {
+    /// Keeps an evicted changed merchant (and its journal) aside until the next flush.
+    fn spill_merchant(&mut self, id: i64, c: Cached<MerchantState>) {
         if c.dirty {
-            write_journal(&mut self.batch, id, c.value.take_journal());
+            self.spilled_merchants.insert(id, c.value);
+        }
+    }
+
+    /// Changed values kept aside since the last flush (evicted before it).
+    pub fn spilled(&self) -> usize {
+        self.spilled_users.len() + self.spilled_merchants.len()
+    }
+
+    fn read_user(&self, user_id: i64, cfg: &WindowConfig) -> Result<UserState, StateError> {
+        let key = user_key(user_id);
+        match self.db.get_pinned(key).map_err(|e| self.rocks(e))? {
+            Some(bytes) => codec::decode_user(&bytes, cfg).map_err(|source| StateError::Codec {
+                path: self.path.clone(),
+                key: key.to_vec(),
+                source,
+            }),
+            None => Ok(UserState::default()),
         }
     }
 
@@ -323,29 +400,20 @@ impl StateStore for PartitionState {
             self.stats.hits += 1;
         } else {
             self.stats.misses += 1;
-            let key = user_key(user_id);
-            let value = match self.db.get_pinned(key).map_err(|e| self.rocks(e))? {
-                Some(bytes) => {
-                    codec::decode_user(&bytes, cfg).map_err(|source| StateError::Codec {
-                        path: self.path.clone(),
-                        key: key.to_vec(),
-                        source,
-                    })?
-                }
-                None => UserState::default(),
+            // A changed value evicted before the flush is newer than RocksDB's.
+            let (value, dirty) = match self.spilled_users.remove(&user_id) {
+                Some(value) => (value, true),
+                None => (self.read_user(user_id, cfg)?, false),
             };
             if self.users.len() == self.users.cap().get()
                 && let Some((id, old)) = self.users.pop_lru()
             {
                 self.spill_user(id, old);
             }
-            self.users.put(
-                user_id,
-                Cached {
-                    value,
-                    dirty: false,
-                },
-            );
+            self.users.put(user_id, Cached { value, dirty });
+            if dirty {
+                self.dirty_users.push(user_id);
+            }
         }
         let c = self.users.get_or_insert_mut(user_id, Cached::default);
         if !c.dirty {
@@ -364,19 +432,19 @@ impl StateStore for PartitionState {
             self.stats.hits += 1;
         } else {
             self.stats.misses += 1;
-            let value = self.load_merchant(merchant_id, cfg)?;
+            let (value, dirty) = match self.spilled_merchants.remove(&merchant_id) {
+                Some(value) => (value, true),
+                None => (self.load_merchant(merchant_id, cfg)?, false),
+            };
             if self.merchants.len() == self.merchants.cap().get()
                 && let Some((id, old)) = self.merchants.pop_lru()
             {
                 self.spill_merchant(id, old);
             }
-            self.merchants.put(
-                merchant_id,
-                Cached {
-                    value,
-                    dirty: false,
-                },
-            );
+            self.merchants.put(merchant_id, Cached { value, dirty });
+            if dirty {
+                self.dirty_merchants.push(merchant_id);
+            }
         }
         let c = self
             .merchants
@@ -386,5 +454,158 @@ impl StateStore for PartitionState {
             self.dirty_merchants.push(merchant_id);
         }
         Ok(&mut c.value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use riskpipe_engine::parse_transaction;
+    use riskpipe_engine::{Engine, EngineConfig, MemoryStore, StaticDimensions, Transaction};
+
+    fn tx(id: i64, user: i64, merchant: i64, secs: i64, cents: i64) -> Transaction {
+        let json = format!(
+            r#"{{"transaction_id":{id},"user_id":{user},"amount":"{}.{:02}","merchant_id":{merchant},"transaction_time":{},"ip_address":"10.0.{}.1"}}"#,
+            cents / 100,
+            cents % 100,
+            1_700_000_000_000 + secs * 1000,
+            id % 7
+        );
+        parse_transaction(json.as_bytes(), riskpipe_engine::Zone::Utc).unwrap()
+    }
+
+    /// An update evicted before its flush and read again must come back, not the
+    /// value RocksDB held before the batch (and the flush must not write that
+    /// older value last).
+    #[test]
+    fn evicted_then_reread_update_is_not_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = EngineConfig::default();
+        let mut state = PartitionState::open(dir.path(), 2).unwrap();
+        let engine = Engine::new(cfg.clone());
+        let dims = StaticDimensions::default();
+        // User 1 is written once and flushed, so RocksDB holds one entry.
+        engine
+            .decide(&tx(1, 1, 9, 0, 500), &dims, &mut state)
+            .unwrap();
+        state.flush(&[]).unwrap();
+        // In the next batch user 1 changes, is evicted by two other users, then read again.
+        engine
+            .decide(&tx(2, 1, 9, 10, 500), &dims, &mut state)
+            .unwrap();
+        engine
+            .decide(&tx(3, 2, 8, 11, 500), &dims, &mut state)
+            .unwrap();
+        engine
+            .decide(&tx(4, 3, 7, 12, 500), &dims, &mut state)
+            .unwrap();
+        assert!(state.spilled() > 0, "the test must evict a changed user");
+        let d = engine
+            .decide(&tx(5, 1, 9, 13, 500), &dims, &mut state)
+            .unwrap();
+        assert_eq!(d.txn_count_1h, 3, "user 1's second transaction was lost");
+        // Evict it again, flush, reopen: what is on disk is the newest value.
+        engine
+            .decide(&tx(6, 2, 8, 14, 500), &dims, &mut state)
+            .unwrap();
+        engine
+            .decide(&tx(7, 3, 7, 15, 500), &dims, &mut state)
+            .unwrap();
+        state.flush(&[("offset", &7i64.to_be_bytes())]).unwrap();
+        assert_eq!(state.spilled(), 0);
+        drop(state);
+        let mut state = PartitionState::open(dir.path(), 2).unwrap();
+        let d = engine
+            .decide(&tx(8, 1, 9, 16, 500), &dims, &mut state)
+            .unwrap();
+        assert_eq!(d.txn_count_1h, 4);
+        // The merchant window (merchant 9: ids 1, 2, 5, 8) survived the evictions too.
+        assert_eq!(d.merchant_avg_amount_7d, 5.0, "merchant 9's entries");
+        assert_eq!(state.meta("offset").unwrap().unwrap(), 7i64.to_be_bytes());
+    }
+
+    /// Many users through a tiny cache, flushed at uneven points and reopened
+    /// once: every decision's window features equal those of an in-memory store.
+    #[test]
+    fn tiny_cache_matches_memory_store_across_flushes_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::new(EngineConfig::default());
+        let dims = StaticDimensions::default();
+        let mut reference = MemoryStore::default();
+        let mut state = Some(PartitionState::open(dir.path(), 16).unwrap());
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for i in 0..20_000i64 {
+            let user = (next() % 500) as i64;
+            let merchant = (next() % 40) as i64;
+            let cents = (next() % 30_000) as i64;
+            let t = tx(i, user, merchant, i * 3, cents);
+            let s = state.as_mut().unwrap();
+            let got = engine.decide(&t, &dims, s).unwrap();
+            let want = engine.decide(&t, &dims, &mut reference).unwrap();
+            assert_eq!(
+                (
+                    got.txn_count_1h,
+                    got.txn_amount_1h_cents,
+                    got.distinct_ip_24h,
+                    got.small_amount_pattern,
+                    got.user_avg_amount_30d,
+                    got.merchant_avg_amount_7d,
+                    got.time_since_last_txn,
+                ),
+                (
+                    want.txn_count_1h,
+                    want.txn_amount_1h_cents,
+                    want.distinct_ip_24h,
+                    want.small_amount_pattern,
+                    want.user_avg_amount_30d,
+                    want.merchant_avg_amount_7d,
+                    want.time_since_last_txn,
+                ),
+                "transaction {i}"
+            );
+            if next() % 1_500 == 0 {
+                s.flush(&[]).unwrap();
+            }
+            if i == 12_345 {
+                s.flush(&[]).unwrap();
+                drop(state.take());
+                state = Some(PartitionState::open(dir.path(), 16).unwrap());
+            }
+        }
+    }
+
+    /// After an aborted batch nothing of it survives, evicted or not.
+    #[test]
+    fn discarded_batch_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::new(EngineConfig::default());
+        let dims = StaticDimensions::default();
+        let mut state = PartitionState::open(dir.path(), 1).unwrap();
+        engine
+            .decide(&tx(1, 1, 1, 0, 100), &dims, &mut state)
+            .unwrap();
+        state.flush(&[]).unwrap();
+        engine
+            .decide(&tx(2, 1, 1, 1, 100), &dims, &mut state)
+            .unwrap();
+        engine
+            .decide(&tx(3, 2, 2, 2, 100), &dims, &mut state)
+            .unwrap();
+        state.discard_cache();
+        assert_eq!(state.spilled(), 0);
+        state.flush(&[]).unwrap();
+        let d = engine
+            .decide(&tx(4, 1, 1, 3, 100), &dims, &mut state)
+            .unwrap();
+        assert_eq!(
+            d.txn_count_1h, 2,
+            "only the flushed transaction and this one"
+        );
     }
 }

@@ -13,7 +13,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
-use riskpipe_crds::{KafkaSource, StartupMode};
+use riskpipe_crds::KafkaSource;
 
 use crate::secrets::{SecretValue, SecretsDir};
 
@@ -235,15 +235,14 @@ pub fn consumer_config(
     security: &KafkaSecurity,
 ) -> ClientConfig {
     let mut c = base_config(source, security);
-    let reset = match source.startup_mode {
-        StartupMode::Earliest => "earliest",
-        _ => "latest",
-    };
     c.set("group.id", group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", reset)
+        // Every partition is assigned an explicit offset; one that retention has
+        // removed is an error the worker handles (onOffsetOutOfRange), never a
+        // silent jump.
+        .set("auto.offset.reset", "error")
         .set("enable.partition.eof", "false")
         .set("fetch.wait.max.ms", "5")
         .set("queued.min.messages", "20000")
@@ -269,12 +268,6 @@ pub fn producer_config(
         .set("transaction.timeout.ms", "60000")
         .set("queue.buffering.max.messages", "200000");
     c
-}
-
-/// The transactional id of a partition's producer: stable across restarts and
-/// replica counts, so the partition's next owner fences its previous one.
-pub fn transactional_id(pipeline: &str, topic: &str, partition: i32) -> String {
-    format!("riskpipe-{pipeline}-{topic}-{partition}")
 }
 
 #[cfg(test)]

@@ -13,6 +13,8 @@
 
 pub mod assignment;
 pub mod clients;
+pub mod fault;
+pub mod identity;
 mod partition;
 mod snapshots;
 mod watermarks;
@@ -26,6 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use prometheus_client::registry::Registry;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use riskpipe_crds::{KafkaSource, RiskPipeline, Sink, StartupMode};
@@ -37,7 +40,8 @@ use crate::http::{self, Shared, WorkerStatus};
 use crate::metrics::WorkerMetrics;
 use crate::pipeline_config::engine_config;
 use crate::secrets::{SecretsDir, load_audit_keys};
-use partition::{AuditOutput, Outputs, PartitionWorker, Polled};
+use identity::Identity;
+use partition::{AuditOutput, OffsetPolicy, Outputs, PartitionWorker, Polled, StartInputs};
 use snapshots::Snapshots;
 
 /// How this worker was started.
@@ -120,6 +124,8 @@ struct Fetched {
     count: usize,
     /// When the oldest record of the cycle was fetched.
     first_at: Option<Instant>,
+    /// Set when the consumer said an assigned position is no longer in the topic.
+    out_of_range: bool,
 }
 
 impl Fetched {
@@ -129,6 +135,7 @@ impl Fetched {
             queues: owned.iter().map(|_| Vec::new()).collect(),
             count: 0,
             first_at: None,
+            out_of_range: false,
         }
     }
 
@@ -190,6 +197,14 @@ impl Fetched {
                 true
             }
             Some(Err(e)) => {
+                if matches!(
+                    e,
+                    KafkaError::MessageConsumption(
+                        RDKafkaErrorCode::OffsetOutOfRange | RDKafkaErrorCode::AutoOffsetReset
+                    )
+                ) {
+                    self.out_of_range = true;
+                }
                 metrics.errors.inc();
                 tracing::warn!(error = %e, "consumer error");
                 true
@@ -214,6 +229,169 @@ impl Fetched {
         batch.append(&mut self.queues[i]);
         self.queues[i] = batch;
         self.first_at.get_or_insert_with(Instant::now);
+    }
+}
+
+/// `spec.source.kafka.onOffsetOutOfRange`.
+fn offset_policy(_source: &KafkaSource) -> OffsetPolicy {
+    OffsetPolicy::Fail
+}
+
+/// Removes the state folders of partitions this worker no longer owns (left
+/// when they moved to another worker): their state lives on in checkpoints and
+/// in the new owner, and a stale copy must never be resumed from.
+fn remove_unowned(state_dir: &std::path::Path, owned: &[i32]) -> Result<()> {
+    let Ok(entries) = std::fs::read_dir(state_dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(partition) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("partition-"))
+            .and_then(|n| n.split('.').next())
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if owned.contains(&partition) || !entry.path().is_dir() {
+            continue;
+        }
+        tracing::info!(partition, folder = %entry.path().display(), "removing the state of a partition this worker no longer owns");
+        std::fs::remove_dir_all(entry.path())
+            .with_context(|| format!("removing {}", entry.path().display()))?;
+    }
+    Ok(())
+}
+
+/// The committed offset of each owned partition: the pipeline's group, else
+/// (a pipeline from before namespaces were in the group's name) the legacy group.
+fn committed_offsets(
+    consumer: &BaseConsumer,
+    identity: &Identity,
+    source: &KafkaSource,
+    security: &clients::KafkaSecurity,
+    owned: &[i32],
+) -> Result<std::collections::BTreeMap<i32, i64>> {
+    let read = |consumer: &BaseConsumer| -> Result<std::collections::BTreeMap<i32, i64>> {
+        let mut tpl = TopicPartitionList::new();
+        for p in owned {
+            tpl.add_partition(&source.topic, *p);
+        }
+        let committed = retry("reading the group's committed offsets", || {
+            consumer.committed_offsets(tpl.clone(), Duration::from_secs(10))
+        })?;
+        Ok(committed
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect())
+    };
+    let mut offsets = read(consumer)?;
+    if let Some(legacy) = identity.legacy_group_id(source)
+        && offsets.len() < owned.len()
+    {
+        let old: BaseConsumer = clients::consumer_config(source, &legacy, security)
+            .create()
+            .context("creating the legacy group's reader")?;
+        for (p, o) in read(&old)? {
+            if let std::collections::btree_map::Entry::Vacant(v) = offsets.entry(p) {
+                tracing::info!(partition = p, offset = o, group = %legacy, "resuming from the legacy group's offset");
+                v.insert(o);
+            }
+        }
+    }
+    Ok(offsets)
+}
+
+/// The first offset at or after `timestamp_ms` of each owned partition.
+fn offsets_for_time(
+    consumer: &BaseConsumer,
+    source: &KafkaSource,
+    owned: &[i32],
+    timestamp_ms: i64,
+) -> Result<std::collections::BTreeMap<i32, i64>> {
+    let mut by_time = TopicPartitionList::new();
+    for p in owned {
+        by_time
+            .add_partition_offset(&source.topic, *p, Offset::Offset(timestamp_ms))
+            .context("building the timestamp lookup")?;
+    }
+    let found = consumer
+        .offsets_for_times(by_time, Duration::from_secs(30))
+        .context("looking up offsets for startupTimestamp")?;
+    Ok(found
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The consumer said a position is gone: each running partition whose next
+/// offset is outside its watermarks follows the policy (stops, or seeks).
+fn out_of_range_while_running(
+    consumer: &BaseConsumer,
+    source: &KafkaSource,
+    workers: &mut [PartitionWorker],
+    policy: OffsetPolicy,
+    metrics: &WorkerMetrics,
+) -> Result<()> {
+    for w in workers.iter_mut().filter(|w| w.stopped.is_none()) {
+        let Ok(watermarks) = consumer.fetch_watermarks(&source.topic, w.id, Duration::from_secs(5))
+        else {
+            continue;
+        };
+        match w.out_of_range_while_running(watermarks, policy, metrics)? {
+            Some(target) => {
+                consumer
+                    .seek(
+                        &source.topic,
+                        w.id,
+                        Offset::Offset(target),
+                        Duration::from_secs(10),
+                    )
+                    .with_context(|| format!("seeking partition {} to {target}", w.id))?;
+            }
+            None if w.stopped.is_some() => {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(&source.topic, w.id);
+                consumer
+                    .pause(&tpl)
+                    .with_context(|| format!("pausing partition {}", w.id))?;
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// Each owned partition's position, where its state came from and what was
+/// lost, into `/status`.
+fn publish_partitions(workers: &[PartitionWorker], shared: &Shared) {
+    if let Ok(mut st) = shared.status.lock() {
+        st.partitions = workers
+            .iter()
+            .map(|w| crate::http::PartitionStatus {
+                partition: w.id,
+                next_offset: w.next_offset(),
+                start_source: Some(w.start_source.clone()),
+                stopped: w.stopped.clone(),
+                offset_out_of_range: w.out_of_range.as_ref().map(|o| {
+                    crate::http::OffsetOutOfRangeReport {
+                        policy: o.policy.as_str().to_owned(),
+                        lost_from: o.lost_from,
+                        lost_to: o.lost_to,
+                        at_ms: o.at_ms,
+                    }
+                }),
+            })
+            .collect();
     }
 }
 
@@ -266,11 +444,14 @@ pub fn run(
             .unwrap_or_else(|| "risk-dead-letters".to_owned()),
         audit: audit_output(pipeline, &args.secrets_dir)?,
     };
-    let group_id = source.group_id_or(&name).to_owned();
+    let identity = Identity::of(pipeline);
+    let group_id = identity.group_id(source);
+    let policy = offset_policy(source);
 
     let mut registry = Registry::default();
     let metrics = Arc::new(WorkerMetrics::register(&mut registry));
-    let snapshots = Snapshots::with_secrets_dir(spec, &args.state_dir, &args.secrets_dir)?;
+    let snapshots = Snapshots::with_secrets_dir(spec, &args.state_dir, &args.secrets_dir)?
+        .in_folder(identity.checkpoint_folder().as_deref());
     let (tx, requests) = mpsc::channel();
     let shared = Arc::new(Shared {
         status: Mutex::new(WorkerStatus {
@@ -304,71 +485,63 @@ pub fn run(
         st.owned_partitions = owned.clone();
     }
 
+    remove_unowned(&args.state_dir, &owned)?;
+
     // Producers first: fencing a killed predecessor aborts its open
     // transaction, whose pending offsets would otherwise keep the group's
     // committed offsets unreadable until the transaction times out.
+    let cache_entries = crate::state::cache_entries(owned.len());
     let mut workers = Vec::with_capacity(owned.len());
     for &p in &owned {
-        let worker = PartitionWorker::open(&name, source, p, args, &snapshots)
+        let worker = PartitionWorker::open(&identity, source, p, args, &snapshots, cache_entries)
             .with_context(|| format!("opening partition {p}"))?;
         workers.push(worker);
     }
-    let mut committed_tpl = TopicPartitionList::new();
-    for p in &owned {
-        committed_tpl.add_partition(&source.topic, *p);
-    }
-    let committed = retry("reading the group's committed offsets", || {
-        consumer.committed_offsets(committed_tpl.clone(), Duration::from_secs(10))
-    })?;
+    let committed = committed_offsets(&consumer, &identity, source, &args.security, &owned)?;
+    let timestamp_offsets = match (source.startup_mode, source.startup_timestamp) {
+        (StartupMode::Timestamp, Some(ts)) => offsets_for_time(&consumer, source, &owned, ts)?,
+        _ => Default::default(),
+    };
     for w in &mut workers {
-        w.set_committed(committed.find_partition(&source.topic, w.id).and_then(
-            |e| match e.offset() {
-                Offset::Offset(o) => Some(o),
-                _ => None,
+        let (low, high) = retry("reading the partition's watermarks", || {
+            consumer.fetch_watermarks(&source.topic, w.id, Duration::from_secs(10))
+        })?;
+        w.resolve_start(
+            &StartInputs {
+                committed: committed.get(&w.id).copied(),
+                watermarks: (low, high),
+                startup: source.startup_mode,
+                timestamp_offset: timestamp_offsets.get(&w.id).copied(),
+                policy,
             },
-        ));
+            &metrics,
+        )
+        .with_context(|| format!("resolving the start of partition {}", w.id))?;
     }
     for w in &mut workers {
-        w.catch_up(source, &group_id, &args.security, &engine, dims.as_ref())
-            .with_context(|| format!("catching up partition {}", w.id))?;
+        w.catch_up(
+            source,
+            &group_id,
+            &args.security,
+            &engine,
+            dims.as_ref(),
+            &metrics,
+        )
+        .with_context(|| format!("catching up partition {}", w.id))?;
     }
 
     let mut assign = TopicPartitionList::new();
     for w in &workers {
-        let offset = match w.start_offset() {
-            Some(o) => Offset::Offset(o),
-            None => match source.startup_mode {
-                StartupMode::Earliest => Offset::Beginning,
-                StartupMode::Timestamp => Offset::Beginning,
-                StartupMode::Latest | StartupMode::GroupOffsets => Offset::End,
-            },
-        };
-        assign
-            .add_partition_offset(&source.topic, w.id, offset)
-            .context("building the assignment")?;
-    }
-    if source.startup_mode == StartupMode::Timestamp
-        && let Some(ts) = source.startup_timestamp
-        && workers.iter().any(|w| w.start_offset().is_none())
-    {
-        let mut by_time = TopicPartitionList::new();
-        for w in workers.iter().filter(|w| w.start_offset().is_none()) {
-            by_time
-                .add_partition_offset(&source.topic, w.id, Offset::Offset(ts))
-                .context("building the timestamp lookup")?;
-        }
-        let found = consumer
-            .offsets_for_times(by_time, Duration::from_secs(30))
-            .context("looking up offsets for startupTimestamp")?;
-        for e in found.elements() {
+        if let Some(offset) = w.start_offset() {
             assign
-                .set_partition_offset(&source.topic, e.partition(), e.offset())
-                .context("applying the timestamp offsets")?;
+                .add_partition_offset(&source.topic, w.id, Offset::Offset(offset))
+                .context("building the assignment")?;
         }
     }
     consumer
         .assign(&assign)
         .context("assigning the owned partitions")?;
+    publish_partitions(&workers, &shared);
     shared.ready.store(true, Ordering::Relaxed);
     if let Ok(mut st) = shared.status.lock() {
         st.state = "running".to_owned();
@@ -389,6 +562,10 @@ pub fn run(
     let watermarks = watermarks::Watermarks::watch(source, &args.security, &owned)?;
     while !stop.load(Ordering::Relaxed) {
         fetched.fill(&consumer, cycle_cap, max_delay, &metrics);
+        if std::mem::take(&mut fetched.out_of_range) {
+            out_of_range_while_running(&consumer, source, &mut workers, policy, &metrics)?;
+            publish_partitions(&workers, &shared);
+        }
         // Decide every partition's batch inside its own transaction.
         let cycle_started = Instant::now();
         if fetched.count > 0 {
@@ -396,19 +573,25 @@ pub fn run(
         }
         let mut open = Vec::new();
         for (i, worker) in workers.iter_mut().enumerate() {
-            let batch = fetched.take(i);
+            let mut batch = fetched.take(i);
             if batch.is_empty() {
                 continue;
             }
-            let produced = worker.produce(
-                &batch,
-                &engine,
-                dims.as_ref(),
-                &writer,
-                &outputs,
-                &source.topic,
-                &metrics,
-            );
+            let produced = worker
+                .produce(
+                    &mut batch,
+                    &engine,
+                    dims.as_ref(),
+                    &writer,
+                    &outputs,
+                    &source.topic,
+                    &metrics,
+                )
+                .map(|rest| {
+                    if !rest.is_empty() {
+                        fetched.put_back(i, rest);
+                    }
+                });
             open.push((i, batch, produced));
         }
         let produced_at = Instant::now();
@@ -475,6 +658,7 @@ pub fn run(
         }
         loop_state.idle_from(Instant::now());
         snapshots.maybe_checkpoint(&workers, args.ordinal, &metrics, &shared)?;
+        publish_partitions(&workers, &shared);
         while let Ok(request) = requests.try_recv() {
             snapshots.savepoint(&workers, &request, &shared);
         }

@@ -1,8 +1,9 @@
 //! One owned input partition: its state, its transactional producer, and the
 //! micro-batch → transaction step.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
@@ -10,12 +11,14 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use riskpipe_crds::KafkaSource;
+use riskpipe_crds::{KafkaSource, StartupMode};
 use riskpipe_engine::dimensions::Dimensions;
-use riskpipe_engine::{BatchKeys, DecisionWriter, Engine, Transaction, parse_transaction};
+use riskpipe_engine::{DecisionWriter, Engine};
 
 use super::KafkaArgs;
 use super::clients;
+use super::fault;
+use super::identity::Identity;
 use super::snapshots::Snapshots;
 use super::watermarks::Watermarks;
 use crate::audit::AuditWriter;
@@ -23,14 +26,18 @@ use crate::checkpoint::partition_dir;
 use crate::http::Shared;
 use crate::metrics::{DecisionLabel, KindLabel, PartitionLabel, WorkerMetrics};
 use crate::output::DeadLetter;
-use crate::source::MAX_RECORD_BYTES;
+use crate::record::{self, Flow, Input, Outcome, now_ms};
 use crate::state::PartitionState;
 
-const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Timeout of the producer's transaction calls.
+pub(crate) const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Aborted transactions in a row after which the worker gives up (and restarts).
 const MAX_ABORTS_IN_A_ROW: u32 = 5;
-/// Users and merchants cached in memory per partition.
-const CACHE_ENTRIES: usize = 100_000;
+/// Longest time a batch is decided inside one transaction: with the commit's
+/// own [`TXN_TIMEOUT`] it stays well inside `transaction.timeout.ms` (60 s).
+const PRODUCE_BUDGET: Duration = Duration::from_secs(20);
+/// Records a catch-up replays between two state writes (bounds its memory).
+pub const CATCH_UP_CHUNK: usize = 5_000;
 
 /// Output topics.
 pub struct Outputs {
@@ -73,12 +80,65 @@ impl Polled {
     pub fn offset(&self) -> i64 {
         self.offset
     }
+
+    /// The record as input of the record step; event times are bounded against
+    /// its Kafka timestamp, so a replay refuses exactly what the live run did.
+    pub fn input(&self) -> Input<'_> {
+        Input::whole(
+            self.payload.as_deref().unwrap_or_default(),
+            self.timestamp_ms,
+        )
+    }
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+/// What a partition does when the offset it must resume from (or the start of
+/// the range it must replay into its state) is no longer in the topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetPolicy {
+    /// Stop the partition with an error naming the lost range (the default).
+    Fail,
+    /// Go on from the oldest offset still there.
+    Earliest,
+    /// Go on from the end.
+    Latest,
+}
+
+impl OffsetPolicy {
+    /// The policy's name in the manifest and in `/status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OffsetPolicy::Fail => "fail",
+            OffsetPolicy::Earliest => "earliest",
+            OffsetPolicy::Latest => "latest",
+        }
+    }
+}
+
+/// A resume position or catch-up range that retention had removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutOfRange {
+    /// First lost offset.
+    pub lost_from: i64,
+    /// First offset after the lost range (the partition's oldest, or its end).
+    pub lost_to: i64,
+    /// The policy applied.
+    pub policy: OffsetPolicy,
+    /// When it was seen, ms since the epoch.
+    pub at_ms: i64,
+}
+
+/// How a partition starts, once its state is open and the group's offsets are known.
+pub struct StartInputs {
+    /// The group's committed offset.
+    pub committed: Option<i64>,
+    /// The partition's oldest and next offsets.
+    pub watermarks: (i64, i64),
+    /// Where a partition with no state and no committed offset starts.
+    pub startup: StartupMode,
+    /// The offset `startupTimestamp` resolves to, under `startupMode: timestamp`.
+    pub timestamp_offset: Option<i64>,
+    /// What to do when a needed offset is gone.
+    pub policy: OffsetPolicy,
 }
 
 /// One owned partition.
@@ -94,45 +154,110 @@ pub struct PartitionWorker {
     committed: Option<i64>,
     /// Next input offset to process.
     next_offset: Option<i64>,
+    /// First offset of the catch-up range (replayed into the state only).
+    catch_up_from: Option<i64>,
     /// Transactions aborted in a row (a batch that can never commit stops the worker).
     aborts_in_a_row: u32,
+    /// Where the state came from: `local`, `empty`, or a snapshot's URL.
+    pub start_source: String,
+    /// A lost range met at start or while running, with the policy applied.
+    pub out_of_range: Option<OutOfRange>,
+    /// Why the partition is stopped (its records are no longer read), if it is.
+    pub stopped: Option<String>,
 }
 
-fn offset_meta(state: &PartitionState) -> Result<Option<i64>> {
-    Ok(state
-        .meta("offset")?
-        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-        .map(i64::from_be_bytes))
+/// The local database of a partition, as found on the volume.
+enum LocalState {
+    Missing,
+    Opened(PartitionState, Option<i64>),
+    Broken(anyhow::Error),
+}
+
+fn open_local(dir: &Path, cache_entries: usize) -> LocalState {
+    if !dir.join("CURRENT").exists() {
+        return LocalState::Missing;
+    }
+    match PartitionState::open(dir, cache_entries) {
+        Ok(state) => match state.next_offset() {
+            Ok(offset) => LocalState::Opened(state, offset),
+            Err(e) => LocalState::Broken(e.into()),
+        },
+        Err(e) => LocalState::Broken(e.into()),
+    }
+}
+
+/// Moves a database that does not open out of the way (kept for inspection).
+fn move_aside(dir: &Path) -> Result<PathBuf> {
+    let aside = dir.with_extension(format!("broken-{}", now_ms()));
+    std::fs::rename(dir, &aside)
+        .with_context(|| format!("moving {} to {}", dir.display(), aside.display()))?;
+    Ok(aside)
 }
 
 impl PartitionWorker {
-    /// Opens the partition's state (restoring it from a savepoint or the latest
-    /// checkpoint when there is none locally) and fences older producers, which
-    /// aborts a transaction a killed predecessor left open — so the group's
-    /// offsets are stable to read right after (see [`Self::set_committed`]).
+    /// Opens the partition's state from the newest consistent source — its
+    /// local database, the savepoint given by `--restore-from`, or the newest
+    /// checkpoint holding it — compared by the offset each recorded (a folder
+    /// left behind when the partition moved away loses to a newer snapshot),
+    /// then fences older producers, which aborts a transaction a killed
+    /// predecessor left open, so the group's offsets are stable to read right
+    /// after (see [`Self::resolve_start`]).
     pub fn open(
-        pipeline: &str,
+        identity: &Identity,
         source: &KafkaSource,
         id: i32,
         args: &KafkaArgs,
         snapshots: &Snapshots,
+        cache_entries: usize,
     ) -> Result<Self> {
         let dir = partition_dir(&args.state_dir, id);
-        if !dir.join("CURRENT").exists() {
-            snapshots.restore(args.restore_from.as_deref(), id, &dir)?;
-        }
-        let state = PartitionState::open(&dir, CACHE_ENTRIES)?;
-        let state_offset = offset_meta(&state)?;
-        let producer: BaseProducer = clients::producer_config(
-            source,
-            &clients::transactional_id(pipeline, &source.topic, id),
-            &args.security,
-        )
-        .create()
-        .context("creating the transactional producer")?;
-        super::retry("initialising transactions", || {
-            producer.init_transactions(TXN_TIMEOUT)
-        })?;
+        let remote = snapshots.find(args.restore_from.as_deref(), id)?;
+        let (state, start_source) = match open_local(&dir, cache_entries) {
+            LocalState::Opened(state, local)
+                if remote.as_ref().is_some_and(|r| r.is_newer_than(local)) =>
+            {
+                let remote = remote.as_ref().context("a newer snapshot")?;
+                tracing::info!(
+                    partition = id, local_offset = ?local, snapshot_offset = ?remote.next_offset,
+                    from = remote.url(), "the local state is older than a snapshot; restoring the snapshot"
+                );
+                drop(state);
+                let from = snapshots.fetch(remote, &dir)?;
+                (PartitionState::open(&dir, cache_entries)?, from)
+            }
+            LocalState::Opened(state, _) => (state, "local".to_owned()),
+            LocalState::Broken(e) => match &remote {
+                Some(remote) => {
+                    let aside = move_aside(&dir)?;
+                    tracing::error!(
+                        partition = id, error = %format!("{e:#}"), moved_to = %aside.display(),
+                        from = remote.url(), "the local state does not open; restoring a snapshot"
+                    );
+                    let from = snapshots.fetch(remote, &dir)?;
+                    (PartitionState::open(&dir, cache_entries)?, from)
+                }
+                None => {
+                    return Err(e).context(format!(
+                        "the state of partition {id} in {} does not open and no checkpoint or \
+                         savepoint holds the partition: restore one with --restore-from, or \
+                         remove the folder to start the partition's windows empty",
+                        dir.display()
+                    ));
+                }
+            },
+            LocalState::Missing => match &remote {
+                Some(remote) => {
+                    let from = snapshots.fetch(remote, &dir)?;
+                    (PartitionState::open(&dir, cache_entries)?, from)
+                }
+                None => (
+                    PartitionState::open(&dir, cache_entries)?,
+                    "empty".to_owned(),
+                ),
+            },
+        };
+        let state_offset = state.next_offset()?;
+        let producer = identity.fence(source, id, &args.security)?;
         Ok(PartitionWorker {
             id,
             state,
@@ -140,31 +265,134 @@ impl PartitionWorker {
             state_offset,
             committed: None,
             next_offset: state_offset,
+            catch_up_from: None,
             aborts_in_a_row: 0,
+            start_source,
+            out_of_range: None,
+            stopped: None,
         })
     }
 
-    /// The group's committed offset, read after every owned partition's
-    /// producer has fenced its predecessor.
-    pub fn set_committed(&mut self, committed: Option<i64>) {
-        self.committed = committed;
-        self.next_offset = self.state_offset.or(committed);
+    /// Decides where the partition goes on and which range it replays into its
+    /// state, from the group's committed offset (read after every owned
+    /// partition's producer has fenced its predecessor) and the partition's
+    /// watermarks. A partition with no position yet records the one it
+    /// resolved at once, so a restart before its first record does not jump to
+    /// a newer end. A needed offset that retention removed is never skipped
+    /// silently: [`OffsetPolicy`] decides, and what was lost is reported.
+    pub fn resolve_start(&mut self, start: &StartInputs, metrics: &WorkerMetrics) -> Result<()> {
+        let (low, high) = start.watermarks;
+        self.committed = start.committed;
+        let mut next = match (self.state_offset, start.committed) {
+            (Some(s), Some(c)) => Some(s.max(c)),
+            (s, c) => s.or(c),
+        };
+        // The range the state misses, replayed without output.
+        if let (Some(from), Some(to)) = (self.state_offset, start.committed)
+            && from < to
+        {
+            if from < low {
+                self.lost(from, low.min(to), start.policy, metrics)?;
+                if start.policy == OffsetPolicy::Earliest && low < to {
+                    self.catch_up_from = Some(low);
+                }
+            } else {
+                self.catch_up_from = Some(from);
+            }
+        }
+        if let Some(n) = next
+            && (n < low || n > high)
+        {
+            let (lost_from, lost_to) = if n < low { (n, low) } else { (high, n) };
+            self.lost(lost_from, lost_to, start.policy, metrics)?;
+            next = Some(if start.policy == OffsetPolicy::Earliest {
+                low
+            } else {
+                high
+            });
+            // Nothing to replay: the state goes on from where the input does.
+            self.catch_up_from = None;
+        }
+        let next = match next {
+            Some(n) => n,
+            None => match start.startup {
+                StartupMode::Earliest => low,
+                StartupMode::Latest | StartupMode::GroupOffsets => high,
+                StartupMode::Timestamp => start.timestamp_offset.unwrap_or(high).clamp(low, high),
+            },
+        };
+        self.next_offset = Some(next);
+        if self.catch_up_from.is_none() && self.state_offset != Some(next) {
+            // Recorded at once: the position survives a restart before the first record.
+            self.state.flush_at(next)?;
+            self.state_offset = Some(next);
+        }
         tracing::info!(
             partition = self.id,
             state_offset = ?self.state_offset,
-            ?committed,
+            committed = ?start.committed,
+            next,
+            catch_up_from = ?self.catch_up_from,
+            source = %self.start_source,
             "partition opened"
         );
+        Ok(())
     }
 
-    /// Where consumption starts; `None` means the startup mode decides.
+    /// Records a lost range; under [`OffsetPolicy::Fail`] the partition stops.
+    fn lost(
+        &mut self,
+        from: i64,
+        to: i64,
+        policy: OffsetPolicy,
+        metrics: &WorkerMetrics,
+    ) -> Result<()> {
+        metrics
+            .offsets_out_of_range
+            .get_or_create(&PartitionLabel { partition: self.id })
+            .inc();
+        self.out_of_range = Some(OutOfRange {
+            lost_from: from,
+            lost_to: to,
+            policy,
+            at_ms: now_ms(),
+        });
+        let what = format!(
+            "partition {}: offsets {from}..{to} are no longer in the topic (retention passed)",
+            self.id
+        );
+        if policy == OffsetPolicy::Fail {
+            let reason = format!(
+                "{what}; the partition is stopped. Restore a savepoint or checkpoint that holds \
+                 offset {to} or later (--restore-from), or set \
+                 spec.source.kafka.onOffsetOutOfRange to earliest or latest to accept the loss"
+            );
+            tracing::error!("{reason}");
+            self.stopped = Some(reason);
+        } else {
+            tracing::warn!(
+                policy = policy.as_str(),
+                "{what}; going on as spec.source.kafka.onOffsetOutOfRange says"
+            );
+        }
+        Ok(())
+    }
+
+    /// Where consumption starts (after [`Self::resolve_start`]); `None` while
+    /// the partition is stopped.
     pub fn start_offset(&self) -> Option<i64> {
+        if self.stopped.is_some() {
+            return None;
+        }
         self.next_offset
     }
 
     /// Brings the state up to the committed offset when it is behind (a crash
     /// between a commit and the state write, or a restore from an older
-    /// snapshot): the range is applied to the state only, nothing is emitted.
+    /// snapshot): the range goes through the same record step as live input,
+    /// but only into the state; nothing is emitted. The state is written every
+    /// [`CATCH_UP_CHUNK`] records with the offset reached, so memory stays
+    /// bounded and a crash during a long replay resumes where it was.
     pub fn catch_up(
         &mut self,
         source: &KafkaSource,
@@ -172,8 +400,12 @@ impl PartitionWorker {
         security: &clients::KafkaSecurity,
         engine: &Engine,
         dims: &dyn Dimensions,
+        metrics: &WorkerMetrics,
     ) -> Result<()> {
-        let (Some(from), Some(to)) = (self.state_offset, self.committed) else {
+        if self.stopped.is_some() {
+            return Ok(());
+        }
+        let (Some(from), Some(to)) = (self.catch_up_from, self.committed) else {
             if self.state_offset.is_none() && self.committed.is_some() {
                 tracing::warn!(
                     partition = self.id,
@@ -197,20 +429,25 @@ impl PartitionWorker {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&source.topic, self.id, Offset::Offset(from))?;
         consumer.assign(&tpl)?;
-        let zone = engine.config().zone;
         let mut last_progress = Instant::now();
         let mut applied = 0u64;
-        loop {
+        let mut chunk: Vec<Polled> = Vec::with_capacity(CATCH_UP_CHUNK);
+        let mut done = false;
+        while !done {
             match consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
                     last_progress = Instant::now();
                     if m.offset() >= to {
-                        break;
+                        done = true;
+                    } else {
+                        chunk.push(Polled::from_message(&m));
                     }
-                    if let Some(tx) = m.payload().and_then(|b| parse_transaction(b, zone).ok()) {
-                        engine.decide(&tx, dims, &mut self.state)?;
-                        applied += 1;
-                    }
+                }
+                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::OffsetOutOfRange))) => {
+                    bail!(
+                        "catch-up of partition {}: the range {from}..{to} was removed by retention while it was being replayed; restore a newer savepoint or checkpoint",
+                        self.id
+                    );
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "catch-up consumer error"),
                 None => {
@@ -219,9 +456,8 @@ impl PartitionWorker {
                             .and_then(|e| e.offset().to_raw())
                     });
                     if position.is_some_and(|p| p >= to) {
-                        break;
-                    }
-                    if last_progress.elapsed() > Duration::from_secs(60) {
+                        done = true;
+                    } else if last_progress.elapsed() > Duration::from_secs(60) {
                         bail!(
                             "catch-up of partition {} stalled before offset {to}",
                             self.id
@@ -229,26 +465,24 @@ impl PartitionWorker {
                     }
                 }
             }
-        }
-        self.state.flush(&[("offset", &to.to_be_bytes())])?;
-        self.state_offset = Some(to);
-        self.next_offset = Some(to);
-        tracing::info!(partition = self.id, applied, "state caught up");
-        Ok(())
-    }
-
-    fn send(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<()> {
-        let mut record = BaseRecord::to(topic).key(key).payload(payload);
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    self.producer.poll(Duration::from_millis(5));
-                }
-                Err((e, _)) => return Err(e).context(format!("producing to '{topic}'")),
+            if chunk.len() >= CATCH_UP_CHUNK || (done && !chunk.is_empty()) {
+                let next = chunk.last().map_or(from, |p| p.offset + 1);
+                let inputs: Vec<Input<'_>> = chunk.iter().map(Polled::input).collect();
+                record::run_batch(engine, dims, &mut self.state, &inputs, |_, _| {
+                    Ok::<Flow, anyhow::Error>(Flow::Go)
+                })?;
+                self.state.flush_at(if done { to } else { next })?;
+                applied += chunk.len() as u64;
+                metrics.caught_up_records.inc_by(chunk.len() as u64);
+                chunk.clear();
             }
         }
+        self.state.flush_at(to)?;
+        self.state_offset = Some(to);
+        self.next_offset = Some(to);
+        self.catch_up_from = None;
+        tracing::info!(partition = self.id, applied, "state caught up");
+        Ok(())
     }
 
     /// The partition's transactional producer (committed from another thread
@@ -258,106 +492,117 @@ impl PartitionWorker {
     }
 
     /// Begins the partition's transaction and produces the micro-batch's
-    /// decisions and dead letters into it; the state cache then holds the
-    /// batch's effects until [`finish`](Self::finish) writes or discards them.
+    /// decisions, audit records and dead letters into it; the state cache then
+    /// holds the batch's effects until [`finish`](Self::finish) writes or
+    /// discards them. The transaction begins once the batch's dimensions are
+    /// fetched, and a batch that takes longer than [`PRODUCE_BUDGET`] to decide
+    /// is cut there: the records not decided are returned to go first into the
+    /// next cycle, so a transaction never outlives `transaction.timeout.ms`.
     #[allow(clippy::too_many_arguments)]
     pub fn produce(
         &mut self,
-        batch: &[Polled],
+        batch: &mut Vec<Polled>,
         engine: &Engine,
         dims: &dyn Dimensions,
         writer: &DecisionWriter,
         outputs: &Outputs,
         topic: &str,
         metrics: &WorkerMetrics,
-    ) -> Result<()> {
-        if self.state_offset.is_none()
-            && let Some(first) = batch.first()
-        {
-            // A fresh state records where it starts before its first commit, so a
-            // crash between that commit and the state write is caught up on start
-            // like any other (the gap is replayed into the state).
-            self.state
-                .flush(&[("offset", &first.offset.to_be_bytes())])?;
-            self.state_offset = Some(first.offset);
-        }
-        self.producer
-            .begin_transaction()
-            .context("beginning a transaction")?;
-        let zone = engine.config().zone;
-        // Parse the whole batch first so that its dimension lookups can be
-        // fetched together before any transaction is decided.
-        let parsed: Vec<Result<Transaction, (&'static str, String)>> = batch
-            .iter()
-            .map(|p| {
-                let bytes = p.payload.as_deref().unwrap_or_default();
-                if bytes.len() > MAX_RECORD_BYTES {
-                    return Err((
-                        "oversized",
-                        format!(
-                            "record of {} bytes exceeds the {MAX_RECORD_BYTES} byte limit (raw truncated)",
-                            bytes.len()
-                        ),
-                    ));
-                }
-                parse_transaction(bytes, zone).map_err(|e| (e.kind(), e.to_string()))
-            })
-            .collect();
-        dims.prefetch(&BatchKeys::of(parsed.iter().flatten()));
+    ) -> Result<Vec<Polled>> {
+        fault::point("before_produce");
+        let inputs: Vec<Input<'_>> = batch.iter().map(Polled::input).collect();
         let mut json = Vec::with_capacity(2048);
         let mut key = String::with_capacity(24);
-        for (p, parsed) in batch.iter().zip(parsed) {
+        let mut began: Option<Instant> = None;
+        let mut handled = 0usize;
+        let (producer, id) = (&self.producer, self.id);
+        let sender = Sender { producer };
+        let state = &mut self.state;
+        let result: Result<bool> = record::run_batch(engine, dims, state, &inputs, |i, outcome| {
+            let started = match began {
+                Some(at) => at,
+                None => {
+                    producer
+                        .begin_transaction()
+                        .context("beginning a transaction")?;
+                    *began.insert(Instant::now())
+                }
+            };
+            let p = &batch[i];
             metrics.records_in.inc();
-            let bytes = p.payload.as_deref().unwrap_or_default();
-            let refused = match parsed {
-                Ok(tx) => {
-                    let mut d = engine.decide(&tx, dims, &mut self.state)?;
-                    d.decided_at_ms = now_ms();
+            match outcome {
+                Outcome::Decided { tx, mut decision } => {
+                    decision.decided_at_ms = now_ms();
                     let latency = p.fetched_at.elapsed();
-                    d.processing_latency_ms = latency.as_secs_f64() * 1000.0;
+                    decision.processing_latency_ms = latency.as_secs_f64() * 1000.0;
                     metrics.in_worker_latency.observe(latency.as_secs_f64());
                     metrics
                         .decisions
                         .get_or_create(&DecisionLabel {
-                            decision: d.final_decision.as_str(),
+                            decision: decision.final_decision.as_str(),
                         })
                         .inc();
                     json.clear();
-                    writer.write(&d, &mut json);
+                    writer.write(&decision, &mut json);
                     key.clear();
                     key.push_str(itoa::Buffer::new().format(tx.transaction_id));
-                    self.send(&outputs.decisions, key.as_bytes(), &json)?;
+                    sender.send(&outputs.decisions, key.as_bytes(), &json)?;
                     if let Some(audit) = &outputs.audit {
                         json.clear();
-                        audit.writer.write(&d, &tx, &mut json)?;
-                        self.send(&audit.topic, key.as_bytes(), &json)?;
+                        audit.writer.write(&decision, tx, &mut json)?;
+                        sender.send(&audit.topic, key.as_bytes(), &json)?;
                     }
-                    None
                 }
-                Err(refused) => Some(refused),
-            };
-            if let Some((kind, reason)) = refused {
-                metrics
-                    .dead_letters
-                    .get_or_create(&KindLabel { kind })
-                    .inc();
-                json.clear();
-                DeadLetter {
-                    raw: bytes,
-                    kind,
-                    reason: &reason,
-                    source: topic,
-                    position: p.offset as u64,
-                    partition: Some(self.id),
-                    at_ms: now_ms(),
+                Outcome::Refused(refusal) => {
+                    metrics
+                        .dead_letters
+                        .get_or_create(&KindLabel { kind: refusal.kind })
+                        .inc();
+                    json.clear();
+                    DeadLetter {
+                        raw: p.payload.as_deref().unwrap_or_default(),
+                        kind: refusal.kind,
+                        reason: &refusal.reason,
+                        source: topic,
+                        position: p.offset as u64,
+                        partition: Some(id),
+                        at_ms: now_ms(),
+                    }
+                    .write(&mut json);
+                    let key = format!("{id}:{}", p.offset);
+                    sender.send(&outputs.dead_letters, key.as_bytes(), &json)?;
                 }
-                .write(&mut json);
-                let key = format!("{}:{}", self.id, p.offset);
-                self.send(&outputs.dead_letters, key.as_bytes(), &json)?;
             }
             metrics.records_out.inc();
+            handled = i + 1;
+            Ok(if started.elapsed() >= PRODUCE_BUDGET {
+                Flow::Stop
+            } else {
+                Flow::Go
+            })
+        });
+        // Every outcome leaves a transaction open, for the commit or the abort.
+        if began.is_none() {
+            producer
+                .begin_transaction()
+                .context("beginning a transaction")?;
         }
-        Ok(())
+        let cut = result?;
+        let rest = if cut {
+            batch.split_off(handled)
+        } else {
+            Vec::new()
+        };
+        if !rest.is_empty() {
+            tracing::warn!(
+                partition = id,
+                decided = handled,
+                left = rest.len(),
+                "the batch took longer than the transaction budget; the rest goes into the next one"
+            );
+        }
+        fault::point("after_produce");
+        Ok(rest)
     }
 
     /// Ends a micro-batch after its commit: on success the state is written
@@ -397,9 +642,11 @@ impl PartitionWorker {
                 return Ok(Some(batch));
             }
         }
+        fault::point("after_commit");
         self.aborts_in_a_row = 0;
         let next = last.offset + 1;
-        self.state.flush(&[("offset", &next.to_be_bytes())])?;
+        self.state.flush_at(next)?;
+        fault::point("after_state_write");
         self.state_offset = Some(next);
         self.next_offset = Some(next);
         let now = now_ms();
@@ -441,9 +688,68 @@ impl PartitionWorker {
         }
     }
 
+    /// The next offset to process, when known.
+    pub fn next_offset(&self) -> Option<i64> {
+        self.next_offset
+    }
+
+    /// Handles the input position of this partition falling out of the topic
+    /// while running: under `fail` the partition stops; otherwise it goes on
+    /// from the oldest offset or the end. Returns the offset to seek to, if any.
+    pub fn out_of_range_while_running(
+        &mut self,
+        (low, high): (i64, i64),
+        policy: OffsetPolicy,
+        metrics: &WorkerMetrics,
+    ) -> Result<Option<i64>> {
+        let Some(next) = self.next_offset else {
+            return Ok(None);
+        };
+        if next >= low && next <= high {
+            return Ok(None);
+        }
+        let (from, to) = if next < low {
+            (next, low)
+        } else {
+            (high, next)
+        };
+        self.lost(from, to, policy, metrics)?;
+        if self.stopped.is_some() {
+            return Ok(None);
+        }
+        let target = if policy == OffsetPolicy::Earliest {
+            low
+        } else {
+            high
+        };
+        self.next_offset = Some(target);
+        Ok(Some(target))
+    }
+
     /// Records behind the partition's high watermark `high`.
     pub fn lag(&self, high: i64) -> i64 {
         (high - self.next_offset.unwrap_or(high)).max(0)
+    }
+}
+
+/// Produces into a partition's open transaction, waiting while the queue is full.
+struct Sender<'a> {
+    producer: &'a BaseProducer,
+}
+
+impl Sender<'_> {
+    fn send(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<()> {
+        let mut record = BaseRecord::to(topic).key(key).payload(payload);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    self.producer.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(e).context(format!("producing to '{topic}'")),
+            }
+        }
     }
 }
 
@@ -478,6 +784,7 @@ pub fn commit(
     while producer.in_flight_count() > 0 && Instant::now() < deadline {
         producer.poll(Duration::from_millis(1));
     }
+    fault::point("before_commit");
     producer
         .commit_transaction(TXN_TIMEOUT)
         .context("committing the transaction")?;
@@ -569,6 +876,7 @@ impl LoopClock {
             "missing_field",
             "invalid_field",
             "oversized",
+            "future_event_time",
         ]
         .iter()
         .map(|k| {

@@ -61,8 +61,10 @@ struct Job {
 /// Checkpoint and savepoint settings of the pipeline, and the copies under way.
 pub struct Snapshots {
     store: SnapshotStore,
-    /// `STORAGE/checkpoints`, when checkpoints are configured.
+    /// This pipeline's checkpoint folder, when checkpoints are configured.
     checkpoints: Option<Place>,
+    /// `STORAGE/checkpoints` when the pipeline's own folder is inside it (read only).
+    legacy_checkpoints: Option<Place>,
     savepoint_root: PathBuf,
     staging: PathBuf,
     interval: Duration,
@@ -101,7 +103,7 @@ fn upload(
     store: &SnapshotStore,
     staged: &Path,
     place: &Place,
-    partitions: &[i32],
+    partitions: &[(i32, Option<i64>)],
     last: Option<&LastFiles>,
 ) -> Result<Copied> {
     let previous = last
@@ -109,17 +111,21 @@ fn upload(
         .unwrap_or_default();
     let mut copied = Copied::default();
     let mut lists = BTreeMap::new();
-    for p in partitions {
+    for (p, next_offset) in partitions {
         let target = place.join(&partition_name(*p));
         let reuse = previous.get(p).map(|(at, files)| (at, files));
         let done = store.upload_dir_reusing(&partition_dir(staged, *p), &target, reuse)?;
         copied.bytes += done.sent + done.reused;
         copied.sent += done.sent;
-        let list = serde_json::to_vec(&done.files).context("encoding a file list")?;
-        store.put(place, &partition_marker(*p), list)?;
-        lists.insert(*p, (target, done.files));
+        let marker = PartitionMarker {
+            files: done.files,
+            next_offset: *next_offset,
+        };
+        let bytes = serde_json::to_vec(&marker).context("encoding a partition marker")?;
+        store.put(place, &partition_marker(*p), bytes)?;
+        lists.insert(*p, (target, marker.files));
     }
-    let summary: Vec<String> = partitions.iter().map(i32::to_string).collect();
+    let summary: Vec<String> = partitions.iter().map(|(p, _)| p.to_string()).collect();
     store.put(place, COMPLETE, summary.join(",").into_bytes())?;
     if let Some(last) = last
         && let Ok(mut m) = last.lock()
@@ -127,6 +133,57 @@ fn upload(
         *m = lists;
     }
     Ok(copied)
+}
+
+/// A partition's completion marker: its files (names, sizes, hashes) and the
+/// next input offset its state holds, so a restore can compare snapshots with
+/// the local state without downloading them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct PartitionMarker {
+    files: FileList,
+    next_offset: Option<i64>,
+}
+
+/// A marker as written by this version, or by one before offsets were in it.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum AnyMarker {
+    Current(PartitionMarker),
+    FilesOnly(serde::de::IgnoredAny),
+}
+
+/// A snapshot that holds a partition, found in checkpoint or savepoint storage.
+#[derive(Debug, Clone)]
+pub struct RemoteSnapshot {
+    /// The snapshot (its partition folders and markers are inside).
+    place: Place,
+    /// The partition.
+    partition: i32,
+    /// The next input offset its state holds; `None` for snapshots written
+    /// before markers recorded it.
+    pub next_offset: Option<i64>,
+}
+
+impl RemoteSnapshot {
+    /// Where the partition's files are.
+    pub fn url(&self) -> String {
+        self.place
+            .join(&partition_name(self.partition))
+            .url()
+            .to_owned()
+    }
+
+    /// Whether this snapshot holds more of the stream than a local state whose
+    /// next offset is `local` (`None`: the local state never recorded one).
+    /// A snapshot that does not say its offset loses to a local state, as
+    /// before offsets were recorded.
+    pub fn is_newer_than(&self, local: Option<i64>) -> bool {
+        match (self.next_offset, local) {
+            (Some(remote), Some(local)) => remote > local,
+            (_, None) => true,
+            (None, Some(_)) => false,
+        }
+    }
 }
 
 /// Sets a savepoint's state in `/savepoints/{id}` from the outcome of its copy.
@@ -205,6 +262,7 @@ impl Snapshots {
         Ok(Snapshots {
             store,
             checkpoints,
+            legacy_checkpoints: None,
             savepoint_root,
             staging,
             interval: spec.checkpoints.interval.as_std(),
@@ -224,18 +282,33 @@ impl Snapshots {
         &self.savepoint_root
     }
 
-    /// Restores `partition` into the database folder `to` (replacing it): from the
-    /// savepoint or checkpoint at `restore_from` (a folder or `s3://bucket/key`) when
-    /// given, else from the newest complete checkpoint that holds it. Returns where
-    /// it came from, or `None` when there is nothing to restore (the partition is
-    /// not in the savepoint, or has no checkpoint yet).
+    /// Restores `partition` into the database folder `to` (replacing it) from
+    /// what [`Snapshots::find`] finds; returns where it came from, or `None`
+    /// when there is nothing to restore.
+    #[cfg(test)]
     pub fn restore(
         &self,
         restore_from: Option<&Path>,
         partition: i32,
         to: &Path,
     ) -> Result<Option<String>> {
-        let source = match restore_from {
+        match self.find(restore_from, partition)? {
+            Some(remote) => self.fetch(&remote, to).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The snapshot to restore `partition` from: the savepoint or checkpoint at
+    /// `restore_from` (a folder or `s3://bucket/key`) or the newest complete
+    /// checkpoint holding it, whichever recorded the later offset (the given
+    /// one when they do not say). A savepoint that lacks the partition falls
+    /// back to the newest checkpoint that holds it. `None` when nothing holds it.
+    pub fn find(
+        &self,
+        restore_from: Option<&Path>,
+        partition: i32,
+    ) -> Result<Option<RemoteSnapshot>> {
+        let given = match restore_from {
             Some(location) => {
                 let text = location.to_str().with_context(|| {
                     format!("--restore-from {} is not UTF-8", location.display())
@@ -246,8 +319,8 @@ impl Snapshots {
                     bail!("--restore-from {text}: no such folder");
                 }
                 let place = self.store.place(text)?;
-                if self.store.exists(&place, &partition_marker(partition))? {
-                    Some(place)
+                if let Some(found) = self.holding(&place, partition)? {
+                    Some(found)
                 } else if !self.store.exists(&place, COMPLETE)? {
                     bail!(
                         "--restore-from {text}: no savepoint or checkpoint there \
@@ -257,17 +330,54 @@ impl Snapshots {
                     tracing::warn!(
                         partition,
                         from = place.url(),
-                        "the savepoint does not hold this partition; it starts without state"
+                        "the savepoint does not hold this partition; looking for a checkpoint that does"
                     );
                     None
                 }
             }
-            None => self.latest_checkpoint_place(partition)?,
+            None => None,
         };
-        let Some(place) = source else {
+        let checkpoint = match self.latest_checkpoint_place(partition)? {
+            Some(place) => self.holding(&place, partition)?,
+            None => None,
+        };
+        Ok(match (given, checkpoint) {
+            (Some(g), Some(c))
+                if c.next_offset
+                    .is_some_and(|co| g.next_offset.is_some_and(|go| co > go)) =>
+            {
+                tracing::info!(
+                    partition, savepoint = %g.url(), checkpoint = %c.url(),
+                    "a checkpoint newer than the savepoint holds the partition; restoring the checkpoint"
+                );
+                Some(c)
+            }
+            (Some(g), _) => Some(g),
+            (None, c) => c,
+        })
+    }
+
+    /// The partition of the snapshot at `place`, when its marker is there.
+    fn holding(&self, place: &Place, partition: i32) -> Result<Option<RemoteSnapshot>> {
+        let Some(bytes) = self.store.get(place, &partition_marker(partition))? else {
             return Ok(None);
         };
-        let from = place.join(&partition_name(partition));
+        let next_offset = match serde_json::from_slice::<AnyMarker>(&bytes) {
+            Ok(AnyMarker::Current(m)) => m.next_offset,
+            Ok(AnyMarker::FilesOnly(_)) | Err(_) => None,
+        };
+        Ok(Some(RemoteSnapshot {
+            place: place.clone(),
+            partition,
+            next_offset,
+        }))
+    }
+
+    /// Downloads a snapshot's partition into the database folder `to`
+    /// (replacing it); returns where it came from.
+    pub fn fetch(&self, remote: &RemoteSnapshot, to: &Path) -> Result<String> {
+        let partition = remote.partition;
+        let from = remote.place.join(&partition_name(partition));
         let tmp = to.with_extension("restoring");
         for dir in [&tmp, to] {
             if dir.exists() {
@@ -286,23 +396,48 @@ impl Snapshots {
             partition,
             from = from.url(),
             bytes,
+            next_offset = ?remote.next_offset,
             ms = started.elapsed().as_millis() as u64,
             "state restored"
         );
-        Ok(Some(from.url().to_owned()))
+        Ok(from.url().to_owned())
     }
 
+    /// The newest complete checkpoint holding `partition`: in this pipeline's
+    /// folder, else (a pipeline from before namespaces were in the folder
+    /// name) in the legacy one.
     fn latest_checkpoint_place(&self, partition: i32) -> Result<Option<Place>> {
-        let Some(checkpoints) = &self.checkpoints else {
-            return Ok(None);
-        };
-        let keys = self.store.list(checkpoints)?;
-        let entries = checkpoints_from_keys(keys.iter().map(String::as_str));
-        Ok(latest_for(&entries, partition).map(|e| checkpoints.join(&e.name)))
+        for root in [&self.checkpoints, &self.legacy_checkpoints]
+            .into_iter()
+            .flatten()
+        {
+            let keys = self.store.list(root)?;
+            let entries = checkpoints_from_keys(keys.iter().map(String::as_str));
+            if let Some(e) = latest_for(&entries, partition) {
+                return Ok(Some(root.join(&e.name)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Puts this pipeline's checkpoints in their own `folder` inside
+    /// `STORAGE/checkpoints` (see [`super::identity::Identity::checkpoint_folder`]);
+    /// checkpoints written before, directly in `STORAGE/checkpoints`, are still
+    /// restored from when the folder has none.
+    pub fn in_folder(mut self, folder: Option<&str>) -> Self {
+        if let (Some(folder), Some(root)) = (folder, self.checkpoints.take()) {
+            self.checkpoints = Some(root.join(folder));
+            self.legacy_checkpoints = Some(root);
+        }
+        self
     }
 
     /// Stages a RocksDB checkpoint of every owned partition under `staging/name`.
-    fn stage(&self, workers: &[PartitionWorker], name: &str) -> Result<(PathBuf, Vec<i32>)> {
+    fn stage(
+        &self,
+        workers: &[PartitionWorker],
+        name: &str,
+    ) -> Result<(PathBuf, Vec<(i32, Option<i64>)>)> {
         let dir = self.staging.join(name);
         if dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
@@ -313,7 +448,11 @@ impl Snapshots {
                 .checkpoint_to(&partition_dir(&dir, w.id))
                 .with_context(|| format!("checkpointing partition {}", w.id))?;
         }
-        Ok((dir, workers.iter().map(|w| w.id).collect()))
+        let mut partitions = Vec::with_capacity(workers.len());
+        for w in workers {
+            partitions.push((w.id, w.state.next_offset()?));
+        }
+        Ok((dir, partitions))
     }
 
     fn checkpoint_pending(&self) -> bool {
@@ -623,7 +762,14 @@ mod tests {
         for millis in [1_000, 2_000, 3_000] {
             let staged = stage(dir.path(), &millis.to_string(), &[0, 1]);
             let place = root.join(&checkpoint_name(0, millis));
-            let copied = upload(&snaps.store, &staged, &place, &[0, 1], Some(&last)).unwrap();
+            let copied = upload(
+                &snaps.store,
+                &staged,
+                &place,
+                &[(0, Some(1)), (1, Some(1))],
+                Some(&last),
+            )
+            .unwrap();
             // Only the first sends the (unchanged) table files.
             let sent = if millis == 1_000 { 2 * 1006 } else { 2 * 6 };
             assert_eq!((copied.bytes, copied.sent), (2 * 1006, sent));
