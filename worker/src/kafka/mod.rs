@@ -213,6 +213,12 @@ impl Fetched {
         }
     }
 
+    /// Adds a queue for a partition taken on while running.
+    fn add(&mut self, partition: i32) {
+        self.owned.push(partition);
+        self.queues.push(Vec::new());
+    }
+
     /// Takes partition `i`'s records for this cycle.
     fn take(&mut self, i: usize) -> Vec<Polled> {
         let batch = std::mem::take(&mut self.queues[i]);
@@ -369,6 +375,69 @@ fn out_of_range_while_running(
         }
     }
     Ok(())
+}
+
+/// What taking on a partition while running needs.
+struct AddContext<'a> {
+    identity: &'a Identity,
+    source: &'a KafkaSource,
+    args: &'a KafkaArgs,
+    snapshots: &'a Snapshots,
+    consumer: &'a BaseConsumer,
+    group_id: &'a str,
+    engine: &'a Engine,
+    dims: &'a dyn Dimensions,
+    metrics: &'a WorkerMetrics,
+    policy: OffsetPolicy,
+    cache_entries: usize,
+}
+
+/// Opens a partition added to the topic while running (the assignment rule
+/// gives it to this worker) and adds it to the consumer. Everything in an
+/// added partition is newer than the running stream, so with no position of
+/// its own it starts at its beginning, whatever the startup mode.
+fn take_on(p: i32, cx: &AddContext<'_>) -> Result<PartitionWorker> {
+    let mut worker = PartitionWorker::open(
+        cx.identity,
+        cx.source,
+        p,
+        cx.args,
+        cx.snapshots,
+        cx.cache_entries,
+    )?;
+    let committed = committed_offsets(cx.consumer, cx.identity, cx.source, &cx.args.security, &[p])?;
+    let watermarks = retry("reading the partition's watermarks", || {
+        cx.consumer
+            .fetch_watermarks(&cx.source.topic, p, Duration::from_secs(10))
+    })?;
+    worker.resolve_start(
+        &StartInputs {
+            committed: committed.get(&p).copied(),
+            watermarks,
+            startup: StartupMode::Earliest,
+            timestamp_offset: None,
+            policy: cx.policy,
+        },
+        cx.metrics,
+    )?;
+    worker.catch_up(
+        cx.source,
+        cx.group_id,
+        &cx.args.security,
+        cx.engine,
+        cx.dims,
+        cx.metrics,
+    )?;
+    if let Some(offset) = worker.start_offset() {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&cx.source.topic, p, Offset::Offset(offset))
+            .context("building the assignment")?;
+        cx.consumer
+            .incremental_assign(&tpl)
+            .context("adding the partition to the consumer")?;
+    }
+    tracing::info!(partition = p, next = ?worker.start_offset(), "took on a new partition");
+    Ok(worker)
 }
 
 /// Each owned partition's position, where its state came from and what was
@@ -552,7 +621,8 @@ pub fn run(
         .unwrap_or(1000)
         .max(1);
     // One cycle holds up to `maxBatchSize` records per owned partition.
-    let cycle_cap = max_batch.saturating_mul(workers.len().max(1));
+    let mut cycle_cap = max_batch.saturating_mul(workers.len().max(1));
+    let mut known_partitions = partition_count;
     let max_delay = source.max_batch_delay.as_std();
     let mut loop_state = partition::LoopClock::new();
     let group_metadata = consumer
@@ -663,6 +733,42 @@ pub fn run(
             snapshots.savepoint(&workers, &request, &shared);
         }
         loop_state.report(&workers, &watermarks, &metrics, &shared);
+        let count = watermarks.partition_count();
+        if count > known_partitions {
+            let added = assignment::owned_partitions(count, args.replicas, args.ordinal)
+                .into_iter()
+                .filter(|p| !workers.iter().any(|w| w.id == *p))
+                .collect::<Vec<_>>();
+            tracing::info!(from = known_partitions, to = count, ?added, "the input topic has new partitions");
+            for p in added {
+                let worker = take_on(
+                    p,
+                    &AddContext {
+                        identity: &identity,
+                        source,
+                        args,
+                        snapshots: &snapshots,
+                        consumer: &consumer,
+                        group_id: &group_id,
+                        engine: &engine,
+                        dims: dims.as_ref(),
+                        metrics: &metrics,
+                        policy,
+                        cache_entries,
+                    },
+                )
+                .with_context(|| format!("taking on the new partition {p}"))?;
+                workers.push(worker);
+                fetched.add(p);
+                watermarks.add(p);
+            }
+            cycle_cap = max_batch.saturating_mul(workers.len().max(1));
+            known_partitions = count;
+            if let Ok(mut st) = shared.status.lock() {
+                st.owned_partitions = workers.iter().map(|w| w.id).collect();
+            }
+            publish_partitions(&workers, &shared);
+        }
     }
     tracing::info!("stopping: the last batch is committed; taking a final checkpoint");
     snapshots.final_checkpoint(&workers, args.ordinal, &metrics, &shared)?;
