@@ -7,7 +7,9 @@
 //! no flush: as `kill -9`) the `n`-th time the worker reaches `<step>`. Steps:
 //! `before_produce`, `after_produce` (transaction open, records sent),
 //! `before_commit`, `after_commit` (committed, state not yet written),
-//! `after_state_write`. Unset, each point costs one relaxed atomic load.
+//! `after_state_write`. `fail_commit:<n>` instead makes the `n`-th commit
+//! fail with an error, so its transaction is aborted and the batch decided
+//! again. Unset, each point costs one lookup of a value read once.
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,13 +40,25 @@ fn armed() -> Option<&'static Armed> {
         .as_ref()
 }
 
+/// Whether the armed step is `step` and this is its `n`-th time.
+fn due(step: &str) -> bool {
+    armed().is_some_and(|armed| {
+        armed.step == step && armed.seen.fetch_add(1, Ordering::Relaxed) + 1 == armed.at
+    })
+}
+
 /// Marks that the worker reached `step`; aborts the process when it is armed there.
 pub fn point(step: &str) {
-    let Some(armed) = armed() else {
-        return;
-    };
-    if armed.step == step && armed.seen.fetch_add(1, Ordering::Relaxed) + 1 == armed.at {
-        eprintln!("fault injection: aborting at {step} #{}", armed.at);
+    if due(step) {
+        eprintln!("fault injection: aborting at {step}");
         std::process::abort();
+    }
+}
+
+/// Whether an injected failure of `step` is due (armed as `fail_<step>:<n>`).
+pub fn fails(step: &str) -> bool {
+    armed().is_some_and(|armed| armed.step.strip_prefix("fail_") == Some(step)) && {
+        let name = format!("fail_{step}");
+        due(&name)
     }
 }

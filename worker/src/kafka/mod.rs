@@ -405,7 +405,8 @@ fn take_on(p: i32, cx: &AddContext<'_>) -> Result<PartitionWorker> {
         cx.snapshots,
         cx.cache_entries,
     )?;
-    let committed = committed_offsets(cx.consumer, cx.identity, cx.source, &cx.args.security, &[p])?;
+    let committed =
+        committed_offsets(cx.consumer, cx.identity, cx.source, &cx.args.security, &[p])?;
     let watermarks = retry("reading the partition's watermarks", || {
         cx.consumer
             .fetch_watermarks(&cx.source.topic, p, Duration::from_secs(10))
@@ -739,7 +740,12 @@ pub fn run(
                 .into_iter()
                 .filter(|p| !workers.iter().any(|w| w.id == *p))
                 .collect::<Vec<_>>();
-            tracing::info!(from = known_partitions, to = count, ?added, "the input topic has new partitions");
+            tracing::info!(
+                from = known_partitions,
+                to = count,
+                ?added,
+                "the input topic has new partitions"
+            );
             for p in added {
                 let worker = take_on(
                     p,

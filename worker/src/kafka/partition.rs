@@ -785,6 +785,9 @@ pub fn commit(
         producer.poll(Duration::from_millis(1));
     }
     fault::point("before_commit");
+    if fault::fails("commit") {
+        bail!("injected commit failure (RISKPIPE_FAULT_INJECTION)");
+    }
     producer
         .commit_transaction(TXN_TIMEOUT)
         .context("committing the transaction")?;

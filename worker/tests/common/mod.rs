@@ -15,9 +15,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
-use riskpipe_worker::engine::{
-    Engine, EngineConfig, MemoryStore, StaticDimensions, parse_transaction,
-};
+use riskpipe_worker::engine::{Engine, EngineConfig, MemoryStore, StaticDimensions};
 use riskpipe_worker::generator::{Generator, GeneratorConfig};
 use serde_json::Value;
 
@@ -96,6 +94,28 @@ pub fn send_retrying(producer: &BaseProducer, topic: &str, key: &str, payload: &
 
 /// Produces generated transactions keyed by user_id, plus `bad` malformed records.
 pub fn produce(bootstrap: &str, topic: &str, count: u64, bad: &[&[u8]]) -> Vec<Vec<u8>> {
+    produce_with(
+        bootstrap,
+        topic,
+        GeneratorConfig {
+            users: 2_000,
+            merchants: 100,
+            rate_per_second: 0,
+            count,
+            seed: 11,
+            fraud_ratio: 0.05,
+        },
+        bad,
+    )
+}
+
+/// Produces what `generator` generates, keyed by user_id, plus `bad` records.
+pub fn produce_with(
+    bootstrap: &str,
+    topic: &str,
+    generator: GeneratorConfig,
+    bad: &[&[u8]],
+) -> Vec<Vec<u8>> {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         // Idempotent: a broker restart mid-stream must not duplicate input records.
@@ -104,16 +124,7 @@ pub fn produce(bootstrap: &str, topic: &str, count: u64, bad: &[&[u8]]) -> Vec<V
         .set("queue.buffering.max.messages", "500000")
         .create()
         .expect("producer");
-    let records: Vec<Vec<u8>> = Generator::new(GeneratorConfig {
-        users: 2_000,
-        merchants: 100,
-        rate_per_second: 0,
-        count,
-        seed: 11,
-        fraud_ratio: 0.05,
-    })
-    .map(|g| g.json)
-    .collect();
+    let records: Vec<Vec<u8>> = Generator::new(generator).map(|g| g.json).collect();
     for r in &records {
         let v: Value = serde_json::from_slice(r).unwrap();
         let key = v["user_id"].to_string();
@@ -374,8 +385,14 @@ pub fn reference(bootstrap: &str, topic: &str) -> HashMap<String, Value> {
         .set("group.id", unique("ref"))
         .create()
         .expect("consumer");
-    let mut by_partition: BTreeMap<i32, Vec<Vec<u8>>> = BTreeMap::new();
-    for p in 0..PARTITIONS {
+    let mut by_partition: BTreeMap<i32, Vec<(Vec<u8>, Option<i64>)>> = BTreeMap::new();
+    let partitions = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap()
+        .topics()[0]
+        .partitions()
+        .len() as i32;
+    for p in 0..partitions {
         let (low, high) = consumer
             .fetch_watermarks(topic, p, Duration::from_secs(10))
             .unwrap();
@@ -384,9 +401,14 @@ pub fn reference(bootstrap: &str, topic: &str) -> HashMap<String, Value> {
             .unwrap();
         consumer.assign(&tpl).unwrap();
         let mut got = Vec::new();
-        while (got.len() as i64) < high - low {
+        let mut next = low;
+        while next < high {
             if let Some(Ok(m)) = consumer.poll(Duration::from_secs(5)) {
-                got.push(m.payload().unwrap_or_default().to_vec());
+                next = m.offset() + 1;
+                got.push((
+                    m.payload().unwrap_or_default().to_vec(),
+                    m.timestamp().to_millis(),
+                ));
             }
         }
         by_partition.insert(p, got);
@@ -400,8 +422,9 @@ pub fn reference(bootstrap: &str, topic: &str) -> HashMap<String, Value> {
     let mut out = HashMap::new();
     for records in by_partition.values() {
         let mut store = MemoryStore::default();
-        for r in records {
-            if let Ok(tx) = parse_transaction(r, engine.config().zone) {
+        for (r, ts) in records {
+            let input = riskpipe_worker::record::Input::whole(r, *ts);
+            if let Ok(tx) = riskpipe_worker::record::parse(&input, &engine) {
                 let d = engine.decide(&tx, &dims, &mut store).unwrap();
                 out.insert(
                     tx.transaction_id.to_string(),
@@ -546,4 +569,155 @@ pub fn http_json(method: &str, addr: &str, path: &str, body: Option<&str>) -> Va
 /// `GET path` as text.
 pub fn http_text(addr: &str, path: &str) -> String {
     http_raw("GET", addr, path, None)
+}
+
+/// Waits for `what` until `deadline`, polling every 100 ms.
+pub fn wait_for(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) {
+    let end = Instant::now() + deadline;
+    while !done() {
+        assert!(Instant::now() < end, "{what}: not within {deadline:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A worker's `/status`, or `None` while it does not answer.
+pub fn status(addr: &str) -> Option<Value> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    write!(
+        s,
+        "GET /status HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (_, body) = text.split_once("\r\n\r\n")?;
+    serde_json::from_str(body).ok()
+}
+
+/// The sum of the owned partitions' next offsets in `/status` (records done).
+pub fn progress(addr: &str) -> i64 {
+    status(addr).map_or(0, |st| {
+        st["partitions"].as_array().map_or(0, |ps| {
+            ps.iter().filter_map(|p| p["nextOffset"].as_i64()).sum()
+        })
+    })
+}
+
+/// A metric's value from a worker's `/metrics` (0 when absent).
+pub fn metric(addr: &str, name: &str) -> f64 {
+    http_text(addr, "/metrics")
+        .lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+/// Copies a folder tree (a worker's state) to `to`, which must not exist.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Replaces the folder `dir` with a copy of `with`.
+pub fn replace_dir(dir: &Path, with: &Path) {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+    copy_dir(with, dir);
+}
+
+/// Deletes every record before `before(partition, low, high)` in each partition
+/// of `topic` (as retention would), returning the new oldest offsets.
+pub fn delete_records_before(
+    bootstrap: &str,
+    topic: &str,
+    before: impl Fn(i32, i64, i64) -> i64,
+) -> BTreeMap<i32, i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(10))
+            .unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Offset(before(p, low, high)))
+            .unwrap();
+    }
+    let admin: AdminClient<_> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let done = rt
+        .block_on(admin.delete_records(
+            &tpl,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        ))
+        .expect("delete records");
+    done.elements()
+        .iter()
+        .map(|e| {
+            assert!(
+                e.error().is_ok(),
+                "deleting records of {}: {:?}",
+                e.partition(),
+                e.error()
+            );
+            (e.partition(), e.offset().to_raw().unwrap())
+        })
+        .collect()
+}
+
+/// Grows `topic` to `partitions` partitions.
+pub fn add_partitions(bootstrap: &str, topic: &str, partitions: usize) {
+    let admin: AdminClient<_> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let grow = rdkafka::admin::NewPartitions::new(topic, partitions);
+    for r in rt
+        .block_on(admin.create_partitions(
+            [&grow],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        ))
+        .expect("create partitions")
+    {
+        r.expect("partitions added");
+    }
+}
+
+/// Puts `metadata.namespace: namespace` into a manifest written by [`manifest_with`].
+pub fn set_namespace(manifest: &Path, namespace: &str) {
+    let yaml = std::fs::read_to_string(manifest).unwrap();
+    let yaml = yaml.replacen(
+        "metadata:\n",
+        &format!("metadata:\n  namespace: {namespace}\n"),
+        1,
+    );
+    std::fs::write(manifest, yaml).unwrap();
+}
+
+/// Replaces `from` with `to` in a manifest.
+pub fn edit_manifest(manifest: &Path, from: &str, to: &str) {
+    let yaml = std::fs::read_to_string(manifest).unwrap();
+    assert!(yaml.contains(from), "the manifest has no {from:?}");
+    std::fs::write(manifest, yaml.replacen(from, to, 1)).unwrap();
 }
