@@ -425,7 +425,9 @@ impl Snapshots {
     /// checkpoints written before, directly in `STORAGE/checkpoints`, are still
     /// restored from when the folder has none.
     pub fn in_folder(mut self, folder: Option<&str>) -> Self {
-        if let (Some(folder), Some(root)) = (folder, self.checkpoints.take()) {
+        if let Some(folder) = folder
+            && let Some(root) = self.checkpoints.take()
+        {
             self.checkpoints = Some(root.join(folder));
             self.legacy_checkpoints = Some(root);
         }
