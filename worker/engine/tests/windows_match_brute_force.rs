@@ -18,6 +18,7 @@ fn cfg() -> WindowConfig {
         user_feature_ms: 60_000,
         merchant_feature_ms: 40_000,
         allowed_lateness_ms: 20_000,
+        max_future_skew_ms: 300_000,
     }
 }
 
