@@ -207,7 +207,8 @@ mod tests {
 
     #[test]
     fn max_future_skew_comes_from_the_manifest() {
-        let default = engine_config(&manifest("  source:\n    file:\n      path: x.jsonl\n")).unwrap();
+        let default =
+            engine_config(&manifest("  source:\n    file:\n      path: x.jsonl\n")).unwrap();
         assert_eq!(default.windows.max_future_skew_ms, 5 * 60_000);
         let cfg = engine_config(&manifest(
             "  source:\n    file:\n      path: x.jsonl\n  rules:\n    windows:\n      maxFutureSkew: 2h\n",

@@ -99,25 +99,46 @@ struct Raw {
     action: Action,
 }
 
-fn raw(users: i64, hot_users: i64, merchants: i64) -> impl Strategy<Value = Raw> {
+/// Times are on a 250 ms grid, so arrivals land exactly on window boundaries
+/// (`t − W`, the allowed lateness, the retention) often enough to catch an
+/// off-by-one there.
+const GRID_MS: i64 = 250;
+
+fn grid(range: std::ops::RangeInclusive<i64>) -> impl Strategy<Value = i64> {
+    (range.start() / GRID_MS..=range.end() / GRID_MS).prop_map(|k| k * GRID_MS)
+}
+
+/// Relative weights of [`Action::None`], `Flush`, `Reload` and `Crash`.
+pub type ActionWeights = [u32; 4];
+
+/// The weights of [`stream`]: a flush, reload or crash every 8 transactions or so.
+pub const ACTIONS: ActionWeights = [40, 3, 2, 1];
+
+fn raw(
+    users: i64,
+    hot_users: i64,
+    merchants: i64,
+    actions: ActionWeights,
+) -> impl Strategy<Value = Raw> {
     let user = prop_oneof![1 => 0..hot_users, 1 => 0..users];
     // Mostly small steps; now and then a gap longer than any retention.
-    let step = prop_oneof![30 => 0i64..4_000, 1 => 60_000i64..250_000];
+    let step = prop_oneof![30 => grid(0..=4_000), 1 => grid(60_000..=250_000)];
     // Late arrivals: inside the short window, before the short / distinct /
     // feature heads, past the allowed lateness and past the retention.
     let lateness = prop_oneof![
         6 => Just(0i64),
-        4 => 0i64..=10_000,
-        2 => 10_000i64..=35_000,
-        1 => 35_000i64..=70_000,
-        1 => 70_000i64..=150_000,
+        4 => grid(0..=10_000),
+        2 => grid(10_000..=35_000),
+        1 => grid(35_000..=70_000),
+        1 => grid(70_000..=150_000),
     ];
     let duplicate = prop::option::weighted(0.1, (any::<prop::sample::Index>(), any::<bool>()));
+    let [none, flush, reload, crash] = actions;
     let action = prop_oneof![
-        40 => Just(Action::None),
-        3 => Just(Action::Flush),
-        2 => Just(Action::Reload),
-        1 => Just(Action::Crash),
+        none => Just(Action::None),
+        flush => Just(Action::Flush),
+        reload => Just(Action::Reload),
+        crash => Just(Action::Crash),
     ];
     (
         (
@@ -168,7 +189,19 @@ pub fn stream(
     merchants: i64,
     len: std::ops::Range<usize>,
 ) -> impl Strategy<Value = Vec<Tx>> {
-    prop::collection::vec(raw(users, hot_users.min(users), merchants), len).prop_map(|raws| {
+    stream_with(users, hot_users, merchants, len, ACTIONS)
+}
+
+/// [`stream`] with other weights of the state actions.
+pub fn stream_with(
+    users: i64,
+    hot_users: i64,
+    merchants: i64,
+    len: std::ops::Range<usize>,
+    actions: ActionWeights,
+) -> impl Strategy<Value = Vec<Tx>> {
+    let raws = prop::collection::vec(raw(users, hot_users.min(users), merchants, actions), len);
+    raws.prop_map(|raws| {
         let mut clock = 1_000_000i64;
         let mut out: Vec<Tx> = Vec::with_capacity(raws.len());
         for (i, r) in raws.into_iter().enumerate() {
