@@ -40,7 +40,10 @@ pub use rules::{
     WindowRules, exact_decimal,
 };
 pub use sinks::{FileSink, KafkaSink, Sink, SinkSpec, SinksSpec, StdoutSink};
-pub use source::{FileSource, GeneratorSource, KafkaSource, Source, SourceSpec, StartupMode};
+pub use source::{
+    FileSource, GeneratorSource, KafkaSource, OffsetOutOfRangePolicy, Source, SourceSpec,
+    StartupMode,
+};
 pub use spec::{
     DEFAULT_IMAGE, JobSpec, JobState, RiskPipeline, RiskPipelineSpec, SecretsSpec, UpgradeMode,
 };

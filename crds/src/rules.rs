@@ -158,6 +158,11 @@ pub struct WindowRules {
     /// How many consecutive small amounts (this one included) make the pattern.
     #[schemars(range(min = 1, max = 100))]
     pub small_amount_run: i32,
+    /// How far a transaction_time may lie after the record's own timestamp (the
+    /// Kafka record's, else the worker's clock) before the record is a dead letter
+    /// (kind future_event_time): one bad producer clock cannot push a user's windows
+    /// forward. Larger than zero.
+    pub max_future_skew: Duration,
 }
 
 impl Default for WindowRules {
@@ -167,6 +172,7 @@ impl Default for WindowRules {
             distinct_window: Duration::from_millis(86_400_000),
             small_amount_limit: 100.0,
             small_amount_run: 3,
+            max_future_skew: Duration::from_millis(5 * 60_000),
         }
     }
 }

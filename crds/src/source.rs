@@ -86,6 +86,27 @@ pub enum StartupMode {
     Timestamp,
 }
 
+/// What a Kafka source does when the offset it must resume from no longer exists in
+/// a partition (retention or compaction deleted it while the pipeline was stopped or
+/// behind, or a savepoint older than the topic's retention was restored).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OffsetOutOfRangePolicy {
+    /// Stop reading that partition and report an error that names the partition and
+    /// the offsets that are gone, and says what to do: restore a newer savepoint, or
+    /// choose `earliest` or `latest` to accept the loss. Nothing is skipped silently.
+    #[default]
+    Fail,
+    /// Resume at the oldest offset still in the partition: the records that were
+    /// deleted are lost, every later one is decided. Logged, counted in the metrics
+    /// and reported in the worker's status.
+    Earliest,
+    /// Resume at the end of the partition: every record not yet read is skipped, the
+    /// deleted ones and those still retained. Logged, counted and reported like
+    /// `earliest`.
+    Latest,
+}
+
 /// A Kafka topic of JSON transactions (SPEC §1).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -117,6 +138,12 @@ pub struct KafkaSource {
     /// e.g. `security.protocol`, `sasl.username`, `ssl.ca.pem`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub security_secret_ref: Option<SecretRef>,
+    /// When the offset to resume from was deleted from a partition: `fail` (stop
+    /// that partition with an error naming it, the lost offset range and the fix),
+    /// `earliest` (resume at the oldest retained offset, losing the deleted records)
+    /// or `latest` (resume at the end, skipping everything unread). `earliest` and
+    /// `latest` are logged, counted and reported in the worker's status.
+    pub on_offset_out_of_range: OffsetOutOfRangePolicy,
 }
 
 impl Default for KafkaSource {
@@ -130,6 +157,7 @@ impl Default for KafkaSource {
             max_batch_size: 1000,
             max_batch_delay: Duration::from_millis(20),
             security_secret_ref: None,
+            on_offset_out_of_range: OffsetOutOfRangePolicy::Fail,
         }
     }
 }

@@ -120,6 +120,7 @@ pub fn engine_config(pipeline: &RiskPipeline) -> Result<EngineConfig, ConfigErro
             )? as usize,
             user_feature_ms: millis(&spec.ml.user_window),
             merchant_feature_ms: millis(&spec.ml.merchant_window),
+            max_future_skew_ms: millis(&rules.windows.max_future_skew),
             ..WindowConfig::default()
         },
         history: HistoryConfig {
@@ -202,5 +203,17 @@ mod tests {
         assert_eq!(cfg.windows.short_ms, 30 * 60_000);
         assert_eq!(cfg.decision.reject_score, 120);
         assert_ne!(cfg.zone, Zone::Utc);
+    }
+
+    #[test]
+    fn max_future_skew_comes_from_the_manifest() {
+        let default =
+            engine_config(&manifest("  source:\n    file:\n      path: x.jsonl\n")).unwrap();
+        assert_eq!(default.windows.max_future_skew_ms, 5 * 60_000);
+        let cfg = engine_config(&manifest(
+            "  source:\n    file:\n      path: x.jsonl\n  rules:\n    windows:\n      maxFutureSkew: 2h\n",
+        ))
+        .unwrap();
+        assert_eq!(cfg.windows.max_future_skew_ms, 2 * 3_600_000);
     }
 }

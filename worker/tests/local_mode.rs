@@ -3,7 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
+use std::collections::HashMap;
+
 use assert_cmd::Command;
+use riskpipe_crds::RiskPipeline;
+use riskpipe_worker::engine::{
+    Decision, DecisionWriter, Dimensions, Engine, FinalDecision, MemoryStore, parse_transaction,
+};
+use riskpipe_worker::generator::{FraudPattern, Generator, GeneratorConfig};
+use riskpipe_worker::pipeline_config::engine_config;
 use serde_json::Value;
 
 fn examples() -> PathBuf {
@@ -40,6 +48,54 @@ fn replay(tx: &Path, dims: &Path, out: &Path, extra: &[&std::ffi::OsStr]) -> Out
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A decision's JSON without the clock fields, which differ between runs.
+fn without_clock(mut d: Value) -> Value {
+    if let Some(o) = d.as_object_mut() {
+        o.remove("decided_at");
+        o.remove("processing_latency_ms");
+    }
+    d
+}
+
+/// Decides `records` in order through the engine alone (memory state, no batching,
+/// no RocksDB) and returns each valid record's decision JSON without clock fields.
+fn recompute<'a>(
+    pipeline: &RiskPipeline,
+    dims: &dyn Dimensions,
+    records: impl IntoIterator<Item = &'a [u8]>,
+) -> Vec<Value> {
+    let cfg = engine_config(pipeline).expect("engine config");
+    let writer = DecisionWriter::new(&cfg.pipeline, &cfg.rule_set_version);
+    let engine = Engine::new(cfg);
+    let mut store = MemoryStore::default();
+    records
+        .into_iter()
+        .filter_map(|r| parse_transaction(r, engine.config().zone).ok())
+        .map(|tx| {
+            let Ok(d): Result<Decision, _> = engine.decide(&tx, dims, &mut store);
+            without_clock(serde_json::from_str(&writer.to_json(&d)).expect("decision JSON"))
+        })
+        .collect()
+}
+
+/// Asserts that two lists of decisions are equal, naming the first field that is not.
+fn assert_same_decisions(got: &[Value], want: &[Value]) {
+    assert_eq!(got.len(), want.len(), "number of decisions");
+    for (g, w) in got.iter().zip(want) {
+        let (g, w) = (g.as_object().unwrap(), w.as_object().unwrap());
+        let keys = |o: &serde_json::Map<String, Value>| o.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(
+            keys(g),
+            keys(w),
+            "fields of decision {}",
+            w["transaction_id"]
+        );
+        for (k, v) in w {
+            assert_eq!(&g[k], v, "decision {}: field {k}", w["transaction_id"]);
+        }
+    }
 }
 
 fn by_id(decisions: &[Value], id: i64) -> &Value {
@@ -132,6 +188,27 @@ fn replay_decides_sample_data_and_dead_letters_bad_lines() {
 }
 
 #[test]
+fn replay_decisions_equal_the_engine_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("decisions.jsonl");
+    let data = examples().join("data");
+    let tx_file = data.join("transactions.jsonl");
+    let result = replay(&tx_file, &data, &out, &[]);
+    assert!(result.status.success(), "{}", stderr(&result));
+    let got: Vec<Value> = lines(&out).into_iter().map(without_clock).collect();
+    let mut pipeline = RiskPipeline::new(
+        "replay",
+        riskpipe_crds::RiskPipelineSpec::with_source(riskpipe_crds::SourceSpec::kafka()),
+    );
+    pipeline.metadata.name = Some("replay".to_owned());
+    let (dims, _) = riskpipe_worker::dims_csv::load_dimensions(&data).expect("sample dimensions");
+    let text = std::fs::read(&tx_file).unwrap();
+    let want = recompute(&pipeline, &dims, text.split(|b| *b == b'\n'));
+    assert_eq!(want.len(), 7);
+    assert_same_decisions(&got, &want);
+}
+
+#[test]
 fn replay_with_manifest_thresholds() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("decisions.jsonl");
@@ -219,6 +296,7 @@ fn generator_run_prints_summary_with_detection_quality() {
     assert!(run.status.success(), "{err}");
     let decisions = lines(&dir.path().join("out.jsonl"));
     assert_eq!(decisions.len(), 20_000);
+    check_against_the_generator(&manifest, &decisions, &err);
     for needle in [
         "records      20000",
         "REJECT",
@@ -261,6 +339,102 @@ fn generator_run_prints_summary_with_detection_quality() {
         })
         .collect();
     assert_eq!(a, b);
+}
+
+/// Recomputes, from the same seeded generator, every decision of the run through
+/// the engine alone and the summary's counts and detection figures from the
+/// generator's labels and the decisions file, and compares them with the run's.
+fn check_against_the_generator(manifest: &Path, decisions: &[Value], summary: &str) {
+    let pipeline = RiskPipeline::from_yaml(&std::fs::read_to_string(manifest).unwrap()).unwrap();
+    let g = pipeline
+        .spec
+        .source
+        .generator
+        .as_ref()
+        .expect("generator source");
+    let generator = Generator::new(GeneratorConfig {
+        users: g.users as u32,
+        merchants: g.merchants as u32,
+        rate_per_second: g.rate_per_second as u32,
+        count: g.count as u64,
+        seed: g.seed as u64,
+        fraud_ratio: g.fraud_ratio,
+    });
+    let dims = generator.dimensions();
+    let generated: Vec<_> = generator.collect();
+    let labels: HashMap<i64, Option<FraudPattern>> = generated
+        .iter()
+        .map(|t| (t.transaction_id, t.label))
+        .collect();
+    let want = recompute(
+        &pipeline,
+        &*dims,
+        generated.iter().map(|t| t.json.as_slice()),
+    );
+    let got: Vec<Value> = decisions.iter().cloned().map(without_clock).collect();
+    assert_same_decisions(&got, &want);
+
+    let mut counts = [0u64; 4];
+    let (mut tp, mut fp, mut tn, mut fneg) = (0u64, 0u64, 0u64, 0u64);
+    let mut patterns: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
+    for d in decisions {
+        let decision = d["final_decision"].as_str().unwrap();
+        let i = FinalDecision::ALL
+            .iter()
+            .position(|f| f.as_str() == decision)
+            .unwrap_or_else(|| panic!("unknown decision {decision}"));
+        counts[i] += 1;
+        let flagged = decision != "APPROVE";
+        let id = d["transaction_id"].as_i64().unwrap();
+        match labels[&id] {
+            Some(p) => {
+                let entry = patterns.entry(p.name()).or_default();
+                entry.1 += 1;
+                entry.0 += u64::from(flagged);
+                if flagged { tp += 1 } else { fneg += 1 }
+            }
+            None if flagged => fp += 1,
+            None => tn += 1,
+        }
+    }
+    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    let total = decisions.len() as f64;
+    let mut expected = vec![format!("  records      {} in", decisions.len())];
+    for (d, n) in FinalDecision::ALL.iter().zip(counts) {
+        expected.push(format!(
+            "  {:<17}{:>10}  ({:.2}%)\n",
+            d.as_str(),
+            n,
+            n as f64 * 100.0 / total
+        ));
+    }
+    expected.push(format!(
+        "  detection    precision {:.3}  recall {:.3}  false-positive rate {:.4}  (flagged = not APPROVE; TP {tp} FP {fp} TN {tn} FN {fneg})\n",
+        ratio(tp, tp + fp),
+        ratio(tp, tp + fneg),
+        ratio(fp, fp + tn),
+    ));
+    assert!(
+        tp > 0 && fp + tn > 0,
+        "the stream has both fraud and normal traffic"
+    );
+    assert_eq!(
+        patterns.len(),
+        FraudPattern::ALL.len(),
+        "every fraud pattern occurs"
+    );
+    for (pattern, (flagged, n)) in &patterns {
+        expected.push(format!(
+            "    {pattern:<20} recall {:.3} ({flagged}/{n})\n",
+            ratio(*flagged, *n)
+        ));
+    }
+    for line in expected {
+        assert!(
+            summary.contains(&line),
+            "summary lacks {line:?}:\n{summary}"
+        );
+    }
 }
 
 #[test]

@@ -202,6 +202,7 @@ fn rules(c: &mut Checker, r: &RulesSpec) {
     let w = &r.windows;
     c.positive(&w.short_window, "spec.rules.windows.shortWindow");
     c.positive(&w.distinct_window, "spec.rules.windows.distinctWindow");
+    c.positive(&w.max_future_skew, "spec.rules.windows.maxFutureSkew");
     c.decimal(w.small_amount_limit, "spec.rules.windows.smallAmountLimit");
     c.int_range(
         w.small_amount_run.into(),

@@ -52,6 +52,11 @@ pub struct WindowConfig {
     /// How far behind a user's newest transaction a transaction may arrive and still
     /// see exact windows: state is kept for the longest window plus this.
     pub allowed_lateness_ms: i64,
+    /// How far an event time may lie after its reference time (the record's
+    /// timestamp, else the wall clock) before the record is a dead letter
+    /// (SPEC.md §4), so one bad clock cannot push a user's windows forward
+    /// (default 5 min).
+    pub max_future_skew_ms: i64,
 }
 
 /// History comparison (SPEC.md §5).
@@ -149,6 +154,7 @@ impl Default for WindowConfig {
             user_feature_ms: 30 * DAY_MS,
             merchant_feature_ms: 7 * DAY_MS,
             allowed_lateness_ms: DAY_MS,
+            max_future_skew_ms: 5 * 60_000,
         }
     }
 }

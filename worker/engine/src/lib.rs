@@ -9,6 +9,7 @@ pub mod codec;
 pub mod config;
 pub mod decision;
 pub mod dimensions;
+pub mod event_time;
 pub mod features;
 pub mod merchant;
 pub mod rules;
@@ -25,6 +26,7 @@ pub use decision::{Decision, DecisionWriter};
 pub use dimensions::{
     BatchKeys, Dimensions, HistoryRow, MerchantProfile, StaticDimensions, UserProfile,
 };
+pub use event_time::TimeReference;
 pub use rules::FinalDecision;
 pub use store::{MemoryStore, StateStore};
 pub use timefmt::Zone;

@@ -51,6 +51,17 @@ pub enum InvalidRecord {
         /// What is wrong and what is expected.
         reason: String,
     },
+    /// The event time lies further in the future than the pipeline tolerates (see
+    /// [`crate::Engine::check_event_time`]).
+    #[error("{}", crate::event_time::future_message(*event_time_ms, *reference, *max_future_skew_ms))]
+    FutureEventTime {
+        /// The transaction's event time, ms since the epoch.
+        event_time_ms: i64,
+        /// What it was compared with.
+        reference: crate::event_time::TimeReference,
+        /// The tolerance, ms.
+        max_future_skew_ms: i64,
+    },
 }
 
 impl InvalidRecord {
@@ -60,6 +71,7 @@ impl InvalidRecord {
             InvalidRecord::Json(_) => "malformed_json",
             InvalidRecord::Missing(_) => "missing_field",
             InvalidRecord::Field { .. } => "invalid_field",
+            InvalidRecord::FutureEventTime { .. } => "future_event_time",
         }
     }
 }

@@ -140,9 +140,20 @@ pub struct UserState {
 impl UserState {
     /// Rebuilds the aggregates from stored entries (sorted by time, id), as after a
     /// load from the state store.
+    ///
+    /// Of entries with the same (time, id), as a state written before duplicates
+    /// were replaced may hold, the last one is kept (as [`Self::observe`] does).
     pub fn from_entries(entries: impl IntoIterator<Item = Entry>, cfg: &WindowConfig) -> Self {
         let mut state = UserState::default();
         for e in entries {
+            if state
+                .entries
+                .back()
+                .is_some_and(|l| (l.time, l.id) == (e.time, e.id))
+                && let Some(last) = state.entries.pop_back()
+            {
+                state.remove_from_all(&last);
+            }
             state.entries.push_back(e);
             state.add_to_all(&e);
         }
@@ -169,6 +180,13 @@ impl UserState {
         self.ips.add(e.ip);
         self.devices.add(e.device);
         self.feature.add(e.cents);
+    }
+
+    fn remove_from_all(&mut self, e: &Entry) {
+        self.short.remove(e.cents);
+        self.ips.remove(e.ip);
+        self.devices.remove(e.device);
+        self.feature.remove(e.cents);
     }
 
     /// Advances each head past entries that left its window, then drops entries
@@ -221,16 +239,63 @@ impl UserState {
     }
 
     /// Adds a transaction and returns its window features.
+    ///
+    /// A transaction whose (time, id) is already kept replaces that entry: a
+    /// transaction_id is unique (SPEC.md §1), so it is a redelivery and counts once.
     pub fn observe(&mut self, e: Entry, cfg: &WindowConfig) -> UserWindowFeatures {
         let key = (e.time, e.id);
         let pos = match self.entries.back() {
-            Some(last) if (last.time, last.id) > key => {
+            // `>=`: a duplicate of the newest entry must find it, not append.
+            Some(last) if (last.time, last.id) >= key => {
                 self.entries.partition_point(|x| (x.time, x.id) < key)
             }
             _ => self.entries.len(),
         };
         let in_order = pos == self.entries.len();
         let frontier = self.frontier().map_or(e.time, |f| f.max(e.time));
+        if self
+            .entries
+            .get(pos)
+            .is_some_and(|old| (old.time, old.id) == key)
+        {
+            self.replace(pos, e);
+        } else {
+            self.insert(pos, in_order, frontier, e, cfg);
+        }
+        let features = if e.time == frontier {
+            self.slide_and_read(pos, cfg)
+        } else {
+            self.read_range(pos, cfg)
+        };
+        if e.time != frontier {
+            // Frontier unchanged: only a late entry past the retention can go.
+            self.slide(cfg);
+        }
+        features
+    }
+
+    /// Replaces the entry at `pos`, which has `e`'s (time, id): the frontier and the
+    /// heads stay, and each frontier aggregate that held the old entry swaps it.
+    fn replace(&mut self, pos: usize, e: Entry) {
+        let old = std::mem::replace(&mut self.entries[pos], e);
+        if pos >= self.heads.short {
+            self.short.remove(old.cents);
+            self.short.add(e.cents);
+        }
+        if pos >= self.heads.distinct {
+            self.ips.remove(old.ip);
+            self.ips.add(e.ip);
+            self.devices.remove(old.device);
+            self.devices.add(e.device);
+        }
+        if pos >= self.heads.feature {
+            self.feature.remove(old.cents);
+            self.feature.add(e.cents);
+        }
+    }
+
+    /// Inserts a new entry at `pos` and adds it to the aggregates it falls into.
+    fn insert(&mut self, pos: usize, in_order: bool, frontier: i64, e: Entry, cfg: &WindowConfig) {
         self.entries.insert(pos, e);
         if in_order {
             self.add_to_all(&e);
@@ -254,16 +319,6 @@ impl UserState {
                 self.heads.feature += 1;
             }
         }
-        let features = if e.time == frontier {
-            self.slide_and_read(pos, cfg)
-        } else {
-            self.read_range(pos, cfg)
-        };
-        if e.time != frontier {
-            // Frontier unchanged: only a late entry past the retention can go.
-            self.slide(cfg);
-        }
-        features
     }
 
     /// Features of a transaction at the frontier: the running aggregates.
@@ -321,5 +376,98 @@ impl UserState {
             return false;
         }
         (pos + 1 - run..=pos).all(|i| self.entries[i].cents < cfg.small_amount_limit.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec;
+
+    fn cfg() -> WindowConfig {
+        WindowConfig {
+            short_ms: 10_000,
+            distinct_ms: 30_000,
+            user_feature_ms: 60_000,
+            allowed_lateness_ms: 20_000,
+            ..WindowConfig::default()
+        }
+    }
+
+    fn e(time: i64, id: i64, cents: i64, ip: u64) -> Entry {
+        Entry {
+            time,
+            id,
+            cents,
+            ip,
+            device: ip,
+            location: 0,
+        }
+    }
+
+    fn reloaded(state: &UserState, cfg: &WindowConfig) -> UserState {
+        let mut bytes = Vec::new();
+        codec::encode_user(state, &mut bytes);
+        codec::decode_user(&bytes, cfg).unwrap()
+    }
+
+    #[test]
+    fn a_duplicate_counts_once() {
+        let cfg = cfg();
+        let mut state = UserState::default();
+        state.observe(e(1_000, 7, 100, 1), &cfg);
+        let w = state.observe(e(1_000, 7, 100, 1), &cfg);
+        assert_eq!((w.short.count, w.short.cents), (1, 100));
+        assert_eq!(w.feature.count, 1);
+        assert_eq!(w.distinct_ips, 1);
+        assert_eq!(w.previous, None);
+        assert_eq!(state.entries().len(), 1);
+    }
+
+    #[test]
+    fn a_late_duplicate_replaces_its_entry_in_every_window() {
+        let cfg = cfg();
+        let mut state = UserState::default();
+        state.observe(e(1_000, 7, 100, 1), &cfg);
+        state.observe(e(2_000, 8, 50, 2), &cfg);
+        // Same (time, id) with other values: the last one counts.
+        let w = state.observe(e(1_000, 7, 300, 3), &cfg);
+        assert_eq!((w.short.count, w.short.cents), (1, 300));
+        let next = e(3_000, 9, 1, 2);
+        let mut again = reloaded(&state, &cfg);
+        let live = state.observe(next, &cfg);
+        assert_eq!(again.observe(next, &cfg), live);
+        assert_eq!((live.short.count, live.short.cents), (3, 351));
+        assert_eq!((live.distinct_ips, live.distinct_devices), (2, 2));
+        assert_eq!(live.previous, Some(e(2_000, 8, 50, 2)));
+    }
+
+    #[test]
+    fn a_duplicate_before_a_head_leaves_that_window_alone() {
+        let cfg = cfg();
+        let mut state = UserState::default();
+        state.observe(e(1_000, 1, 5, 1), &cfg);
+        state.observe(e(20_000, 2, 7, 2), &cfg);
+        // Outside the short window, inside the distinct and feature windows.
+        let w = state.observe(e(1_000, 1, 9, 3), &cfg);
+        assert_eq!(w.short.count, 1);
+        let live = state.observe(e(20_500, 3, 1, 2), &cfg);
+        assert_eq!((live.short.count, live.short.cents), (2, 8));
+        assert_eq!(live.distinct_ips, 2);
+        assert_eq!((live.feature.count, live.feature.cents), (3, 17));
+        let next = e(21_000, 4, 2, 3);
+        assert_eq!(
+            reloaded(&state, &cfg).observe(next, &cfg),
+            state.observe(next, &cfg)
+        );
+    }
+
+    #[test]
+    fn stored_duplicates_load_as_one_entry() {
+        let cfg = cfg();
+        let state = UserState::from_entries([e(1, 1, 10, 1), e(1, 1, 20, 2), e(2, 2, 1, 2)], &cfg);
+        assert_eq!(state.entries().len(), 2);
+        assert_eq!((state.short.count, state.short.cents), (2, 21));
+        assert_eq!(state.ips.distinct(), 1);
     }
 }
