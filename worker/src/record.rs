@@ -1,5 +1,6 @@
 //! The one record step of every mode — local run, replay, Kafka, and the
-//! state-only catch-up after a crash: parse → refuse (oversized, invalid) →
+//! state-only catch-up after a crash: parse → refuse (oversized, invalid, an
+//! event time beyond `maxFutureSkew` of the record's timestamp) →
 //! prefetch the batch's dimensions → decide → hand each outcome to the caller.
 //!
 //! Whatever a mode does with an outcome (write a decision, a dead letter, or
@@ -10,7 +11,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use riskpipe_engine::dimensions::Dimensions;
 use riskpipe_engine::store::StateStore;
-use riskpipe_engine::{BatchKeys, Decision, Engine, Transaction, parse_transaction};
+use riskpipe_engine::{BatchKeys, Decision, Engine, TimeReference, Transaction, parse_transaction};
 
 /// Longest record accepted; longer ones go to the dead letters, truncated.
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
@@ -95,7 +96,16 @@ pub fn parse(input: &Input<'_>, engine: &Engine) -> Result<Transaction, Refusal>
         kind: e.kind(),
         reason: e.to_string(),
     })?;
-    let _reference = input.reference_ms.unwrap_or_else(now_ms);
+    let reference = match input.reference_ms {
+        Some(ms) => TimeReference::of(Some(ms), now_ms()),
+        None => TimeReference::WallClock(now_ms()),
+    };
+    engine
+        .check_event_time(&tx, reference)
+        .map_err(|e| Refusal {
+            kind: e.kind(),
+            reason: e.to_string(),
+        })?;
     Ok(tx)
 }
 

@@ -239,8 +239,8 @@ impl Fetched {
 }
 
 /// `spec.source.kafka.onOffsetOutOfRange`.
-fn offset_policy(_source: &KafkaSource) -> OffsetPolicy {
-    OffsetPolicy::Fail
+fn offset_policy(source: &KafkaSource) -> OffsetPolicy {
+    source.on_offset_out_of_range
 }
 
 /// Removes the state folders of partitions this worker no longer owns (left
@@ -454,7 +454,7 @@ fn publish_partitions(workers: &[PartitionWorker], shared: &Shared) {
                 stopped: w.stopped.clone(),
                 offset_out_of_range: w.out_of_range.as_ref().map(|o| {
                     crate::http::OffsetOutOfRangeReport {
-                        policy: o.policy.as_str().to_owned(),
+                        policy: partition::policy_name(o.policy).to_owned(),
                         lost_from: o.lost_from,
                         lost_to: o.lost_to,
                         at_ms: o.at_ms,

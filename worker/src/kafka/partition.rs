@@ -92,25 +92,16 @@ impl Polled {
 }
 
 /// What a partition does when the offset it must resume from (or the start of
-/// the range it must replay into its state) is no longer in the topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OffsetPolicy {
-    /// Stop the partition with an error naming the lost range (the default).
-    Fail,
-    /// Go on from the oldest offset still there.
-    Earliest,
-    /// Go on from the end.
-    Latest,
-}
+/// the range it must replay into its state) is no longer in the topic
+/// (`spec.source.kafka.onOffsetOutOfRange`).
+pub use riskpipe_crds::OffsetOutOfRangePolicy as OffsetPolicy;
 
-impl OffsetPolicy {
-    /// The policy's name in the manifest and in `/status`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OffsetPolicy::Fail => "fail",
-            OffsetPolicy::Earliest => "earliest",
-            OffsetPolicy::Latest => "latest",
-        }
+/// The policy's name in the manifest and in `/status`.
+pub fn policy_name(policy: OffsetPolicy) -> &'static str {
+    match policy {
+        OffsetPolicy::Fail => "fail",
+        OffsetPolicy::Earliest => "earliest",
+        OffsetPolicy::Latest => "latest",
     }
 }
 
@@ -371,7 +362,7 @@ impl PartitionWorker {
             self.stopped = Some(reason);
         } else {
             tracing::warn!(
-                policy = policy.as_str(),
+                policy = policy_name(policy),
                 "{what}; going on as spec.source.kafka.onOffsetOutOfRange says"
             );
         }
