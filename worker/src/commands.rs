@@ -20,8 +20,6 @@ use crate::report::RunStats;
 use crate::source::LocalSource;
 use crate::state::{self, PartitionState};
 
-/// Users and merchants kept in memory per partition.
-
 /// Options of `riskpipe-worker run`.
 #[derive(Debug, Clone)]
 pub struct RunArgs {

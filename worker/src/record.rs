@@ -59,7 +59,7 @@ pub enum Outcome<'t> {
         /// The parsed transaction.
         tx: &'t Transaction,
         /// The engine's decision.
-        decision: Decision,
+        decision: Box<Decision>,
     },
     /// A dead letter.
     Refused(Refusal),
@@ -132,7 +132,13 @@ where
         let flow = match parsed {
             Ok(tx) => {
                 let decision = engine.decide(&tx, dims, state)?;
-                each(i, Outcome::Decided { tx: &tx, decision })?
+                each(
+                    i,
+                    Outcome::Decided {
+                        tx: &tx,
+                        decision: Box::new(decision),
+                    },
+                )?
             }
             Err(refusal) => each(i, Outcome::Refused(refusal))?,
         };

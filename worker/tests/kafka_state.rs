@@ -63,9 +63,10 @@ impl Pipeline {
         self.dir.path().join(name)
     }
 
-    /// Produces `count` transactions of `users` users.
+    /// Produces `count` transactions of `users` users; ids are unique per seed
+    /// (seed × 10,000,000 is added), so later rounds never repeat an id.
     fn produce(&self, count: u64, users: u32, seed: u64, bad: &[&[u8]]) {
-        produce_with(
+        produce_from(
             &self.bootstrap,
             &self.input,
             GeneratorConfig {
@@ -76,6 +77,7 @@ impl Pipeline {
                 seed,
                 fraud_ratio: 0.05,
             },
+            seed as i64 * 10_000_000,
             bad,
         );
     }

@@ -81,7 +81,7 @@ fn rescale_two_four_two_with_kill_nine_over_a_million_users() {
     // Two workers; worker 1 is killed and comes back on its folder.
     let (w0, a0) = start(&m, dir.path(), 0, 2);
     let (w1, _) = start(&m, dir.path(), 1, 2);
-    wait_progress(&[a0.clone()], 20_000);
+    wait_progress(std::slice::from_ref(&a0), 20_000);
     w1.kill9();
     let (w1, a1) = start(&m, dir.path(), 1, 2);
     wait_progress(&[a0.clone(), a1.clone()], 80_000);

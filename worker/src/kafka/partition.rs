@@ -160,7 +160,7 @@ pub struct PartitionWorker {
 /// The local database of a partition, as found on the volume.
 enum LocalState {
     Missing,
-    Opened(PartitionState, Option<i64>),
+    Opened(Box<PartitionState>, Option<i64>),
     Broken(anyhow::Error),
 }
 
@@ -170,7 +170,7 @@ fn open_local(dir: &Path, cache_entries: usize) -> LocalState {
     }
     match PartitionState::open(dir, cache_entries) {
         Ok(state) => match state.next_offset() {
-            Ok(offset) => LocalState::Opened(state, offset),
+            Ok(offset) => LocalState::Opened(Box::new(state), offset),
             Err(e) => LocalState::Broken(e.into()),
         },
         Err(e) => LocalState::Broken(e.into()),
@@ -216,7 +216,7 @@ impl PartitionWorker {
                 let from = snapshots.fetch(remote, &dir)?;
                 (PartitionState::open(&dir, cache_entries)?, from)
             }
-            LocalState::Opened(state, _) => (state, "local".to_owned()),
+            LocalState::Opened(state, _) => (*state, "local".to_owned()),
             LocalState::Broken(e) => match &remote {
                 Some(remote) => {
                     let aside = move_aside(&dir)?;

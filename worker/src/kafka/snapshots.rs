@@ -186,6 +186,9 @@ impl RemoteSnapshot {
     }
 }
 
+/// A staged partition and the next input offset its state holds.
+type StagedPartition = (i32, Option<i64>);
+
 /// Sets a savepoint's state in `/savepoints/{id}` from the outcome of its copy.
 fn record_savepoint(shared: &Shared, id: &str, result: Result<Copied>) {
     let (state, error) = match result {
@@ -439,7 +442,7 @@ impl Snapshots {
         &self,
         workers: &[PartitionWorker],
         name: &str,
-    ) -> Result<(PathBuf, Vec<(i32, Option<i64>)>)> {
+    ) -> Result<(PathBuf, Vec<StagedPartition>)> {
         let dir = self.staging.join(name);
         if dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;

@@ -59,7 +59,7 @@ impl Watermarks {
                             entry.1 = Some(high);
                         }
                     }
-                    if round % 10 == 0
+                    if round.is_multiple_of(10)
                         && let Ok(md) = client.fetch_metadata(Some(&topic), Duration::from_secs(2))
                         && let Some(t) = md.topics().iter().find(|t| t.name() == topic)
                         && t.error().is_none()

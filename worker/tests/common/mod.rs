@@ -116,6 +116,18 @@ pub fn produce_with(
     generator: GeneratorConfig,
     bad: &[&[u8]],
 ) -> Vec<Vec<u8>> {
+    produce_from(bootstrap, topic, generator, 0, bad)
+}
+
+/// As [`produce_with`], with `id_base` added to every transaction_id (so
+/// several rounds of one topic never share an id).
+pub fn produce_from(
+    bootstrap: &str,
+    topic: &str,
+    generator: GeneratorConfig,
+    id_base: i64,
+    bad: &[&[u8]],
+) -> Vec<Vec<u8>> {
     let producer: BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         // Idempotent: a broker restart mid-stream must not duplicate input records.
@@ -124,7 +136,16 @@ pub fn produce_with(
         .set("queue.buffering.max.messages", "500000")
         .create()
         .expect("producer");
-    let records: Vec<Vec<u8>> = Generator::new(generator).map(|g| g.json).collect();
+    let records: Vec<Vec<u8>> = Generator::new(generator)
+        .map(|g| {
+            if id_base == 0 {
+                return g.json;
+            }
+            let mut v: Value = serde_json::from_slice(&g.json).unwrap();
+            v["transaction_id"] = (v["transaction_id"].as_i64().unwrap() + id_base).into();
+            serde_json::to_vec(&v).unwrap()
+        })
+        .collect();
     for r in &records {
         let v: Value = serde_json::from_slice(r).unwrap();
         let key = v["user_id"].to_string();
@@ -385,7 +406,9 @@ pub fn reference(bootstrap: &str, topic: &str) -> HashMap<String, Value> {
         .set("group.id", unique("ref"))
         .create()
         .expect("consumer");
-    let mut by_partition: BTreeMap<i32, Vec<(Vec<u8>, Option<i64>)>> = BTreeMap::new();
+    // Each partition's records: payload and Kafka timestamp, in offset order.
+    type Records = Vec<(Vec<u8>, Option<i64>)>;
+    let mut by_partition: BTreeMap<i32, Records> = BTreeMap::new();
     let partitions = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .unwrap()
