@@ -377,6 +377,17 @@ fn out_of_range_while_running(
     Ok(())
 }
 
+/// The owned partitions' states, for a checkpoint or savepoint.
+fn owned_states(workers: &[PartitionWorker]) -> Vec<snapshots::Owned<'_>> {
+    workers
+        .iter()
+        .map(|w| snapshots::Owned {
+            id: w.id,
+            state: &w.state,
+        })
+        .collect()
+}
+
 /// What taking on a partition while running needs.
 struct AddContext<'a> {
     identity: &'a Identity,
@@ -728,10 +739,10 @@ pub fn run(
             }
         }
         loop_state.idle_from(Instant::now());
-        snapshots.maybe_checkpoint(&workers, args.ordinal, &metrics, &shared)?;
+        snapshots.maybe_checkpoint(&owned_states(&workers), args.ordinal, &metrics, &shared)?;
         publish_partitions(&workers, &shared);
         while let Ok(request) = requests.try_recv() {
-            snapshots.savepoint(&workers, &request, &shared);
+            snapshots.savepoint(&owned_states(&workers), &request, &shared);
         }
         loop_state.report(&workers, &watermarks, &metrics, &shared);
         let count = watermarks.partition_count();
@@ -777,6 +788,6 @@ pub fn run(
         }
     }
     tracing::info!("stopping: the last batch is committed; taking a final checkpoint");
-    snapshots.final_checkpoint(&workers, args.ordinal, &metrics, &shared)?;
+    snapshots.final_checkpoint(&owned_states(&workers), args.ordinal, &metrics, &shared)?;
     Ok(())
 }

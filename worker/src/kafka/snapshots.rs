@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, anyhow, bail};
 use riskpipe_crds::{RiskPipelineSpec, Storage};
 
-use super::partition::PartitionWorker;
+use crate::state::PartitionState;
 use crate::checkpoint::{
     CHECKPOINTS, COMPLETE, checkpoint_name, checkpoints_from_keys, latest_for, partition_dir,
     partition_marker, partition_name, retention_victims,
@@ -184,6 +184,14 @@ impl RemoteSnapshot {
             (None, Some(_)) => false,
         }
     }
+}
+
+/// One owned partition's state, as the snapshots see it.
+pub struct Owned<'a> {
+    /// The input partition.
+    pub id: i32,
+    /// Its state (flushed: snapshots are taken between micro-batches).
+    pub state: &'a PartitionState,
 }
 
 /// A staged partition and the next input offset its state holds.
@@ -440,7 +448,7 @@ impl Snapshots {
     /// Stages a RocksDB checkpoint of every owned partition under `staging/name`.
     fn stage(
         &self,
-        workers: &[PartitionWorker],
+        workers: &[Owned<'_>],
         name: &str,
     ) -> Result<(PathBuf, Vec<StagedPartition>)> {
         let dir = self.staging.join(name);
@@ -470,7 +478,7 @@ impl Snapshots {
     /// Stages a checkpoint and starts copying it; with `wait`, copies it on this thread.
     fn checkpoint(
         &self,
-        workers: &[PartitionWorker],
+        workers: &[Owned<'_>],
         ordinal: u32,
         metrics: &WorkerMetrics,
         shared: &Shared,
@@ -639,7 +647,7 @@ impl Snapshots {
     /// copy is done. Blocks only for staging (see the module doc).
     pub fn maybe_checkpoint(
         &self,
-        workers: &[PartitionWorker],
+        workers: &[Owned<'_>],
         ordinal: u32,
         metrics: &WorkerMetrics,
         shared: &Shared,
@@ -661,7 +669,7 @@ impl Snapshots {
     /// then takes one and copies it before returning.
     pub fn final_checkpoint(
         &self,
-        workers: &[PartitionWorker],
+        workers: &[Owned<'_>],
         ordinal: u32,
         metrics: &WorkerMetrics,
         shared: &Shared,
@@ -676,7 +684,7 @@ impl Snapshots {
     /// background; the answer goes back on the request's channel).
     pub fn savepoint(
         &self,
-        workers: &[PartitionWorker],
+        workers: &[Owned<'_>],
         request: &SavepointRequest,
         shared: &Shared,
     ) {
@@ -707,7 +715,7 @@ impl Snapshots {
 
     fn take_savepoint(
         &self,
-        workers: &[PartitionWorker],
+        workers: &[Owned<'_>],
         request: &SavepointRequest,
         shared: &Shared,
     ) {
