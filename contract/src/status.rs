@@ -87,14 +87,14 @@ fn text_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     })
 }
 
-/// Input records of a partition lost because its next offset had left the
-/// topic's retention when the worker read it (Kafka's "offset out of range"), and
-/// what the worker did about it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// Input records of a partition lost because the offsets it needed (a resume
+/// position or a catch-up range) had left the topic's retention (Kafka's "offset
+/// out of range"), and what the worker did about it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OffsetOutOfRangeReport {
-    /// The reset policy applied (`earliest` or `latest`, the source's
-    /// `autoOffsetReset`).
+    /// The policy applied: `fail`, `earliest` or `latest`
+    /// (`spec.source.kafka.onOffsetOutOfRange`).
     pub policy: String,
     /// First offset that was never processed (the offset the worker asked for).
     pub lost_from: i64,
@@ -117,6 +117,9 @@ pub struct PartitionStatus {
     /// (its state folder), a checkpoint or savepoint location, or `empty`.
     #[serde(default)]
     pub start_source: Option<String>,
+    /// Why the partition is stopped (not processed), when it is.
+    #[serde(default)]
+    pub stopped: Option<String>,
     /// The latest offset-out-of-range reset of this partition, if any happened
     /// since the worker started.
     #[serde(default)]
@@ -159,9 +162,9 @@ pub struct WorkerStatus {
     /// Where the worker is in its life.
     #[serde(default)]
     pub state: WorkerState,
-    /// Per owned partition: offsets, where its state came from, data lost to
-    /// retention. Absent from older workers; left out of the JSON while empty.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Per owned partition: position, where its state came from, whether it is
+    /// stopped, data lost to retention. Absent from older workers.
+    #[serde(default)]
     pub partitions: Vec<PartitionStatus>,
 }
 
@@ -187,7 +190,7 @@ mod tests {
     }
 
     #[test]
-    fn status_json_is_unchanged_while_no_partition_is_reported() {
+    fn status_json_is_the_one_workers_write() {
         let status = WorkerStatus {
             pipeline: "p".into(),
             ordinal: 1,
@@ -207,7 +210,7 @@ mod tests {
             serde_json::to_value(&status).unwrap(),
             json!({"pipeline":"p","ordinal":1,"replicas":2,"ownedPartitions":[1,3],
                 "recordsPerSecond":0.0,"busyRatio":0.0,"lagRecords":0,"lagSeconds":0.0,
-                "errorRate":0.0,"state":"running","lastCheckpoint":{"id":"chk-0000000001000-w1",
+                "errorRate":0.0,"state":"running","partitions":[],"lastCheckpoint":{"id":"chk-0000000001000-w1",
                 "path":"/ck/checkpoints/chk-0000000001000-w1","timestampMs":1000,
                 "durationMs":40,"sizeBytes":1024}})
         );
@@ -221,6 +224,7 @@ mod tests {
                 partition: 3,
                 next_offset: Some(120),
                 start_source: Some("local".into()),
+                stopped: None,
                 offset_out_of_range: Some(OffsetOutOfRangeReport {
                     policy: "earliest".into(),
                     lost_from: 100,
@@ -233,7 +237,7 @@ mod tests {
         let v = serde_json::to_value(&status).unwrap();
         assert_eq!(
             v["partitions"][0],
-            json!({"partition":3,"nextOffset":120,"startSource":"local",
+            json!({"partition":3,"nextOffset":120,"startSource":"local","stopped":null,
                 "offsetOutOfRange":{"policy":"earliest","lostFrom":100,"lostTo":120,"atMs":5}})
         );
         assert_eq!(serde_json::from_value::<WorkerStatus>(v).unwrap(), status);

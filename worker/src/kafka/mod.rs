@@ -528,7 +528,7 @@ pub fn run(
             pipeline: name.clone(),
             ordinal: args.ordinal,
             replicas: args.replicas,
-            state: "starting".to_owned(),
+            state: http::WorkerState::Starting,
             ..WorkerStatus::default()
         }),
         savepoints: Mutex::new(Default::default()),
@@ -614,7 +614,7 @@ pub fn run(
     publish_partitions(&workers, &shared);
     shared.ready.store(true, Ordering::Relaxed);
     if let Ok(mut st) = shared.status.lock() {
-        st.state = "running".to_owned();
+        st.state = http::WorkerState::Running;
     }
     tracing::info!("running");
 
