@@ -212,7 +212,10 @@ mod tests {
 
     #[test]
     fn locations_join_with_one_slash() {
-        assert_eq!(join("/sp/", "payments/savepoint-1"), "/sp/payments/savepoint-1");
+        assert_eq!(
+            join("/sp/", "payments/savepoint-1"),
+            "/sp/payments/savepoint-1"
+        );
         assert_eq!(join("/", "a"), "/a");
         assert_eq!(join("", "a/b"), "a/b");
         assert_eq!(join("s3://b", "/a"), "s3://b/a");

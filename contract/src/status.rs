@@ -255,7 +255,10 @@ mod tests {
         assert_eq!(status.state, WorkerState::Unknown);
         assert_eq!(status.partitions[0].next_offset, None);
         let checkpoint = status.last_checkpoint.unwrap();
-        assert_eq!((checkpoint.id.as_str(), checkpoint.number()), ("17", Some(17)));
+        assert_eq!(
+            (checkpoint.id.as_str(), checkpoint.number()),
+            ("17", Some(17))
+        );
         assert!(serde_json::from_value::<WorkerStatus>(json!({"state": "running"})).is_err());
     }
 
