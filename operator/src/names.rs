@@ -18,12 +18,10 @@ pub const RESTORE_FROM_ANNOTATION: &str = "riskpipe.io/restore-from";
 /// Pod template annotation: the restart policy's last restart; a new one restarts
 /// the workers (a rolling restart from their local state).
 pub const RESTARTED_AT_ANNOTATION: &str = "riskpipe.io/restarted-at";
-/// Key of the rendered manifest in the ConfigMap (the worker contract).
-pub const CONFIG_KEY: &str = "pipeline.yaml";
-/// Folder the ConfigMap is mounted at in the worker.
-pub const CONFIG_DIR: &str = "/etc/riskpipe";
-/// Port of the worker's HTTP endpoint (the worker contract).
-pub const HTTP_PORT: i32 = 8080;
+pub use riskpipe_contract::mounts::{CONFIG_DIR, CONFIG_KEY};
+/// Port of the worker's HTTP endpoint (the worker contract's), as Kubernetes types
+/// a port.
+pub const HTTP_PORT: i32 = riskpipe_contract::api::HTTP_PORT as i32;
 /// Name of that port.
 pub const HTTP_PORT_NAME: &str = "http";
 /// Name of the worker container.

@@ -1,5 +1,6 @@
-//! The workers' HTTP API (the worker contract): `/status` figures and savepoints.
-//! Behind a trait so the reconcile can be tested without workers.
+//! The workers' HTTP API: `/status` figures and savepoints, in the types of the
+//! worker contract ([`riskpipe_contract`]), which the worker serves with. Behind a
+//! trait so the reconcile can be tested without workers.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -10,7 +11,13 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use kube::api::ObjectMeta;
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use riskpipe_contract::api;
+use serde::de::DeserializeOwned;
+
+pub use riskpipe_contract::{
+    CheckpointInfo, PartitionStatus, SavepointInfo, SavepointState, TriggerSavepoint, WorkerState,
+    WorkerStatus,
+};
 
 /// Longest wait for one call to a worker.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -51,96 +58,6 @@ pub enum WorkerError {
     },
 }
 
-/// The worker's latest completed checkpoint.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkerCheckpoint {
-    /// Checkpoint id: a number, or a folder name such as `chk-000012`.
-    pub id: CheckpointId,
-    /// Where it is.
-    pub path: String,
-    /// When it completed (epoch ms).
-    pub timestamp_ms: i64,
-    /// How long it took.
-    #[serde(default)]
-    pub duration_ms: Option<i64>,
-    /// Its size.
-    #[serde(default)]
-    pub size_bytes: Option<i64>,
-}
-
-/// A checkpoint id as a worker reports it.
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum CheckpointId {
-    /// A number.
-    Number(i64),
-    /// A folder name.
-    Text(String),
-}
-
-impl CheckpointId {
-    /// The number: itself, or the digits a folder name ends with.
-    pub fn number(&self) -> Option<i64> {
-        match self {
-            Self::Number(n) => Some(*n),
-            Self::Text(t) => {
-                let digits: String = t.chars().rev().take_while(char::is_ascii_digit).collect();
-                digits.chars().rev().collect::<String>().parse().ok()
-            }
-        }
-    }
-}
-
-/// `GET /status`.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkerStatus {
-    /// The worker's ordinal.
-    pub ordinal: i32,
-    /// Partitions it owns.
-    #[serde(default)]
-    pub owned_partitions: Vec<i32>,
-    /// Records per second.
-    #[serde(default)]
-    pub records_per_second: f64,
-    /// Share of time busy.
-    #[serde(default)]
-    pub busy_ratio: f64,
-    /// Records behind.
-    #[serde(default)]
-    pub lag_records: i64,
-    /// Lag in time.
-    #[serde(default)]
-    pub lag_seconds: f64,
-    /// Errors ÷ records.
-    #[serde(default)]
-    pub error_rate: f64,
-    /// Latest checkpoint.
-    #[serde(default)]
-    pub last_checkpoint: Option<WorkerCheckpoint>,
-}
-
-/// `POST /savepoints` answer.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct SavepointAck {
-    /// Id to poll.
-    pub id: String,
-    /// Where it is written.
-    #[serde(default)]
-    pub path: Option<String>,
-}
-
-/// `GET /savepoints/{id}` answer.
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-pub struct SavepointInfo {
-    /// `in_progress`, `completed` or `failed`.
-    pub state: String,
-    /// Why it failed.
-    #[serde(default)]
-    pub error: Option<String>,
-}
-
 /// What a worker did with `DELETE /savepoints/{id}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Disposal {
@@ -150,21 +67,16 @@ pub enum Disposal {
     Unknown,
 }
 
-#[derive(Serialize)]
-struct SavepointBody<'a> {
-    path: &'a str,
-}
-
 /// Calls to the workers.
 pub trait WorkerApi: Send + Sync {
     /// `GET /status`.
     fn status(&self, addr: SocketAddr) -> BoxFuture<'_, Result<WorkerStatus, WorkerError>>;
-    /// `POST /savepoints` with `path`.
+    /// `POST /savepoints` with `path`; the answer names the id to poll.
     fn trigger_savepoint<'a>(
         &'a self,
         addr: SocketAddr,
         path: &'a str,
-    ) -> BoxFuture<'a, Result<SavepointAck, WorkerError>>;
+    ) -> BoxFuture<'a, Result<SavepointInfo, WorkerError>>;
     /// `GET /savepoints/{id}`.
     fn savepoint<'a>(
         &'a self,
@@ -267,23 +179,24 @@ fn status_error(
 
 impl WorkerApi for HttpWorkers {
     fn status(&self, addr: SocketAddr) -> BoxFuture<'_, Result<WorkerStatus, WorkerError>> {
-        Box::pin(self.call(addr, http::Method::GET, "/status", None))
+        Box::pin(self.call(addr, http::Method::GET, api::STATUS, None))
     }
 
     fn trigger_savepoint<'a>(
         &'a self,
         addr: SocketAddr,
         path: &'a str,
-    ) -> BoxFuture<'a, Result<SavepointAck, WorkerError>> {
+    ) -> BoxFuture<'a, Result<SavepointInfo, WorkerError>> {
         Box::pin(async move {
-            let body = serde_json::to_vec(&SavepointBody { path }).map_err(|source| {
-                WorkerError::Decode {
-                    addr,
-                    path: "/savepoints".into(),
-                    source,
-                }
+            let body = TriggerSavepoint {
+                path: Some(path.to_owned()),
+            };
+            let body = serde_json::to_vec(&body).map_err(|source| WorkerError::Decode {
+                addr,
+                path: api::SAVEPOINTS.into(),
+                source,
             })?;
-            self.call(addr, http::Method::POST, "/savepoints", Some(body))
+            self.call(addr, http::Method::POST, api::SAVEPOINTS, Some(body))
                 .await
         })
     }
@@ -294,7 +207,7 @@ impl WorkerApi for HttpWorkers {
         id: &'a str,
     ) -> BoxFuture<'a, Result<SavepointInfo, WorkerError>> {
         Box::pin(async move {
-            let path = format!("/savepoints/{id}");
+            let path = api::savepoint(id);
             self.call(addr, http::Method::GET, &path, None).await
         })
     }
@@ -305,7 +218,7 @@ impl WorkerApi for HttpWorkers {
         id: &'a str,
     ) -> BoxFuture<'a, Result<Disposal, WorkerError>> {
         Box::pin(async move {
-            let path = format!("/savepoints/{id}");
+            let path = api::savepoint(id);
             let (status, bytes) = self.send(addr, http::Method::DELETE, &path, None).await?;
             match status {
                 http::StatusCode::NOT_FOUND => Ok(Disposal::Unknown),
@@ -320,8 +233,7 @@ impl WorkerApi for HttpWorkers {
 pub fn pod_addr(meta: &ObjectMeta, pod_ip: Option<&str>) -> Option<(i32, SocketAddr)> {
     let ordinal = crate::names::ordinal_of(meta.name.as_deref()?)?;
     let ip = pod_ip?.parse().ok()?;
-    let port = u16::try_from(crate::names::HTTP_PORT).ok()?;
-    Some((ordinal, SocketAddr::new(ip, port)))
+    Some((ordinal, SocketAddr::new(ip, api::HTTP_PORT)))
 }
 
 #[cfg(test)]
@@ -397,12 +309,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            (ack.id.as_str(), ack.path.as_deref()),
-            ("sp-1", Some("/sp/payments/savepoint-1"))
+            (ack.id.as_str(), ack.path.as_str()),
+            ("sp-1", "/sp/payments/savepoint-1")
         );
         assert_eq!(
             api.savepoint(addr, "sp-1").await.unwrap().state,
-            "completed"
+            SavepointState::Completed
         );
         let lost = api.savepoint(addr, "sp-9").await.unwrap_err();
         assert!(

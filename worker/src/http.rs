@@ -3,7 +3,8 @@
 //! `GET /savepoints/{id}`, `DELETE /savepoints/{id}`).
 //!
 //! It runs on its own thread with a small tokio runtime, and talks to the
-//! processing loop only through [`Shared`].
+//! processing loop only through [`Shared`]. The JSON types and paths are the
+//! worker contract's ([`riskpipe_contract`]), re-exported here.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,98 +18,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
-use serde::{Deserialize, Serialize};
+use riskpipe_contract::api;
 
-/// The last checkpoint, as `/status` reports it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct CheckpointInfo {
-    /// Folder name.
-    pub id: String,
-    /// Where it is.
-    pub path: String,
-    /// When it completed, ms since the epoch.
-    pub timestamp_ms: i64,
-    /// How long it took.
-    pub duration_ms: u64,
-    /// Bytes written.
-    pub size_bytes: u64,
-}
-
-/// What `/status` returns.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkerStatus {
-    /// Pipeline name.
-    pub pipeline: String,
-    /// This worker's ordinal.
-    pub ordinal: u32,
-    /// Replica count the assignment was computed for.
-    pub replicas: u32,
-    /// Input partitions this worker owns.
-    pub owned_partitions: Vec<i32>,
-    /// Input records per second over the last interval.
-    pub records_per_second: f64,
-    /// Share of time spent processing.
-    pub busy_ratio: f64,
-    /// Records behind the high watermarks, summed over owned partitions.
-    pub lag_records: i64,
-    /// Lag divided by the processing rate.
-    pub lag_seconds: f64,
-    /// Dead letters and errors per input record over the last interval.
-    pub error_rate: f64,
-    /// The last completed checkpoint.
-    pub last_checkpoint: Option<CheckpointInfo>,
-    /// `starting` (restoring, catching up) or `running`.
-    pub state: String,
-    /// Each owned partition: position, where its state came from, what was lost.
-    #[serde(default)]
-    pub partitions: Vec<PartitionStatus>,
-}
-
-/// One owned partition, as `/status` reports it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct PartitionStatus {
-    /// The input partition.
-    pub partition: i32,
-    /// Next input offset to process.
-    pub next_offset: Option<i64>,
-    /// Where its state came from at start: `local`, `empty`, or a snapshot's URL.
-    pub start_source: Option<String>,
-    /// Why the partition is stopped, when it is.
-    pub stopped: Option<String>,
-    /// A resume position or catch-up range that retention had removed.
-    pub offset_out_of_range: Option<OffsetOutOfRangeReport>,
-}
-
-/// Offsets a partition needed that were no longer in the topic.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct OffsetOutOfRangeReport {
-    /// `fail`, `earliest` or `latest` (`spec.source.kafka.onOffsetOutOfRange`).
-    pub policy: String,
-    /// First lost offset.
-    pub lost_from: i64,
-    /// First offset after the lost range.
-    pub lost_to: i64,
-    /// When it was seen, ms since the epoch.
-    pub at_ms: i64,
-}
-
-/// A savepoint's progress.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "camelCase")]
-pub struct SavepointInfo {
-    /// Identifier.
-    pub id: String,
-    /// `in_progress`, `completed` or `failed`.
-    pub state: String,
-    /// Where it is written.
-    pub path: String,
-    /// Why it failed.
-    pub error: Option<String>,
-}
+pub use riskpipe_contract::savepoint::{SavepointInfo, SavepointState, TriggerSavepoint};
+pub use riskpipe_contract::status::{
+    CheckpointInfo, OffsetOutOfRangeReport, PartitionStatus, WorkerState, WorkerStatus,
+};
 
 /// What a [`SavepointRequest`] asks for.
 #[derive(Debug, Clone)]
@@ -149,11 +64,6 @@ pub struct Shared {
     pub registry: Registry,
 }
 
-#[derive(Deserialize, Default)]
-struct SavepointBody {
-    path: Option<String>,
-}
-
 async fn healthz() -> &'static str {
     "ok"
 }
@@ -190,7 +100,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
 
 async fn trigger_savepoint(
     State(s): State<Arc<Shared>>,
-    body: Option<Json<SavepointBody>>,
+    body: Option<Json<TriggerSavepoint>>,
 ) -> Response {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -206,7 +116,7 @@ async fn trigger_savepoint(
     };
     let info = SavepointInfo {
         id: id.clone(),
-        state: "in_progress".to_owned(),
+        state: SavepointState::InProgress,
         path,
         error: None,
     };
@@ -249,7 +159,7 @@ async fn delete_savepoint(State(s): State<Arc<Shared>>, Path(id): Path<String>) 
     let Some(info) = s.savepoints.lock().ok().and_then(|m| m.get(&id).cloned()) else {
         return (StatusCode::NOT_FOUND, format!("no savepoint {id}")).into_response();
     };
-    if info.state == "in_progress" {
+    if info.state == SavepointState::InProgress {
         return (
             StatusCode::CONFLICT,
             format!("savepoint {id} is still being written"),
@@ -289,13 +199,13 @@ async fn delete_savepoint(State(s): State<Arc<Shared>>, Path(id): Path<String>) 
 /// The router (separate so tests can call it without a socket).
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/status", get(status))
-        .route("/metrics", get(metrics))
-        .route("/savepoints", post(trigger_savepoint))
+        .route(api::HEALTHZ, get(healthz))
+        .route(api::READYZ, get(readyz))
+        .route(api::STATUS, get(status))
+        .route(api::METRICS, get(metrics))
+        .route(api::SAVEPOINTS, post(trigger_savepoint))
         .route(
-            "/savepoints/{id}",
+            api::SAVEPOINT_ROUTE,
             get(get_savepoint).delete(delete_savepoint),
         )
         .with_state(shared)

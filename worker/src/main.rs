@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use riskpipe_contract::{flags, mounts};
 use riskpipe_worker::commands::{self, ReplayArgs, RunArgs};
 
 /// riskpipe's data plane: real-time risk decisions for card and payment transactions.
@@ -17,12 +18,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a RiskPipeline manifest locally (generator or JSONL file source).
+    #[command(name = flags::RUN)]
     Run {
         /// The RiskPipeline manifest (YAML).
-        #[arg(short = 'f', long = "file")]
+        #[arg(short = flags::FILE_SHORT, long = flags::FILE)]
         manifest: PathBuf,
         /// Keep the RocksDB state in this folder (default: a temporary folder).
-        #[arg(long)]
+        #[arg(long = flags::STATE_DIR)]
         state_dir: Option<PathBuf>,
         /// Write decisions here instead of the manifest's sink (`-` = stdout).
         #[arg(long)]
@@ -31,22 +33,22 @@ enum Command {
         #[arg(long)]
         no_progress: bool,
         /// Pod name (Kubernetes); the worker's ordinal is its `-N` suffix.
-        #[arg(long, env = "POD_NAME")]
+        #[arg(long = flags::POD_NAME, env = mounts::POD_NAME_ENV)]
         pod_name: Option<String>,
         /// Worker ordinal when there is no pod name (Kafka mode).
-        #[arg(long)]
+        #[arg(long = flags::ORDINAL)]
         ordinal: Option<u32>,
         /// Number of workers sharing the input partitions (Kafka mode).
-        #[arg(long, default_value_t = 1)]
+        #[arg(long = flags::REPLICAS, default_value_t = 1)]
         replicas: u32,
         /// Address of the HTTP endpoint (/metrics, /status, /savepoints) in Kafka mode.
-        #[arg(long)]
+        #[arg(long = flags::HTTP_ADDR)]
         http_addr: Option<std::net::SocketAddr>,
         /// Restore partitions without local state from this savepoint folder.
-        #[arg(long)]
+        #[arg(long = flags::RESTORE_FROM)]
         restore_from: Option<PathBuf>,
         /// Folder of mounted Secrets, one sub-folder per Secret with one file per key.
-        #[arg(long, env = "RISKPIPE_SECRETS_DIR", default_value = riskpipe_worker::secrets::DEFAULT_SECRETS_DIR)]
+        #[arg(long = flags::SECRETS_DIR, env = mounts::SECRETS_DIR_ENV, default_value = riskpipe_worker::secrets::DEFAULT_SECRETS_DIR)]
         secrets_dir: PathBuf,
     },
     /// Backtest: decide every transaction of a JSONL file against CSV dimension tables.
@@ -134,5 +136,67 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use riskpipe_contract::WorkerArgs;
+
+    fn parse(args: &WorkerArgs) -> Command {
+        let argv = std::iter::once("riskpipe-worker".to_owned()).chain(args.to_args());
+        Cli::try_parse_from(argv)
+            .unwrap_or_else(|e| panic!("the operator's command line does not parse: {e}"))
+            .command
+    }
+
+    /// The command line the operator renders is one this worker accepts, each value
+    /// landing in its field.
+    #[test]
+    fn parses_the_command_line_the_operator_renders() {
+        let rendered = WorkerArgs {
+            manifest: mounts::config_path(),
+            pod_name: "payments-2".into(),
+            replicas: 3,
+            state_dir: "/var/lib/riskpipe/state".into(),
+            http_addr: "127.0.1.3:8080".into(),
+            restore_from: Some("s3://bucket/payments/savepoint-1".into()),
+            secrets_dir: Some("/run/secrets".into()),
+        };
+        let Command::Run {
+            manifest,
+            state_dir,
+            pod_name,
+            ordinal,
+            replicas,
+            http_addr,
+            restore_from,
+            secrets_dir,
+            ..
+        } = parse(&rendered)
+        else {
+            panic!("not the run command");
+        };
+        assert_eq!(manifest, PathBuf::from("/etc/riskpipe/pipeline.yaml"));
+        assert_eq!(state_dir, Some(PathBuf::from("/var/lib/riskpipe/state")));
+        assert_eq!(pod_name.as_deref(), Some("payments-2"));
+        assert_eq!((ordinal, replicas), (None, 3));
+        assert_eq!(http_addr, Some("127.0.1.3:8080".parse().unwrap()));
+        assert_eq!(
+            restore_from,
+            Some(PathBuf::from("s3://bucket/payments/savepoint-1"))
+        );
+        assert_eq!(secrets_dir, PathBuf::from("/run/secrets"));
+
+        let plain = WorkerArgs {
+            restore_from: None,
+            secrets_dir: None,
+            ..rendered
+        };
+        let Command::Run { restore_from, .. } = parse(&plain) else {
+            panic!("not the run command");
+        };
+        assert_eq!(restore_from, None);
     }
 }

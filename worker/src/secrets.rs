@@ -18,7 +18,7 @@ use secrecy::{ExposeSecret, SecretBox};
 use crate::audit::AuditKeys;
 
 /// Where the operator mounts the Secrets unless `--secrets-dir` says otherwise.
-pub const DEFAULT_SECRETS_DIR: &str = "/etc/riskpipe/secrets";
+pub const DEFAULT_SECRETS_DIR: &str = riskpipe_contract::mounts::SECRETS_DIR;
 
 /// The environment variable the operator sets (and `--secrets-dir` reads).
 pub const SECRETS_DIR_ENV: &str = "RISKPIPE_SECRETS_DIR";

@@ -5,12 +5,12 @@
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::{EnvVar, SecretVolumeSource, Volume, VolumeMount};
+use riskpipe_contract::mounts;
 use riskpipe_crds::{RiskPipelineSpec, Storage};
 
-/// Folder the workers read Secrets from.
-pub const SECRETS_DIR: &str = "/etc/riskpipe/secrets";
-/// Environment variable naming [`SECRETS_DIR`] to the worker.
-pub const SECRETS_DIR_ENV: &str = "RISKPIPE_SECRETS_DIR";
+/// Folder the workers read Secrets from, and the environment variable naming it
+/// (the worker contract's).
+pub use riskpipe_contract::mounts::{SECRETS_DIR, SECRETS_DIR_ENV};
 /// Owner and group read only: the worker runs as the Pod's `fsGroup`.
 const SECRET_FILE_MODE: i32 = 0o440;
 
@@ -56,7 +56,7 @@ pub fn volumes(spec: &RiskPipelineSpec) -> (Vec<Volume>, Vec<VolumeMount>) {
                 },
                 VolumeMount {
                     name: volume,
-                    mount_path: format!("{SECRETS_DIR}/{name}"),
+                    mount_path: mounts::secret_dir(&name),
                     read_only: Some(true),
                     ..VolumeMount::default()
                 },

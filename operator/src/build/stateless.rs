@@ -4,6 +4,7 @@
 //! empty windows, reading on from the group's committed offsets (no decision is
 //! emitted twice). Folders of earlier configurations stay on the volumes.
 
+use riskpipe_contract::layout;
 use riskpipe_crds::{RiskPipelineSpec, Storage, UpgradeMode};
 
 /// The folder suffix of this configuration in stateless mode; `None` otherwise.
@@ -34,11 +35,11 @@ pub fn worker_spec(spec: &RiskPipelineSpec, epoch: Option<&str>) -> RiskPipeline
     };
     match out.checkpoints.storage.kind() {
         Some(Storage::Path(p)) => {
-            out.checkpoints.storage.path = Some(format!("{}/{e}", p.trim_end_matches('/')));
+            out.checkpoints.storage.path = Some(layout::join(p, e));
         }
         Some(Storage::S3(_)) => {
             if let Some(s3) = out.checkpoints.storage.s3.as_mut() {
-                s3.prefix = format!("{}{e}/", s3.prefix);
+                s3.prefix = layout::prefix_join(&s3.prefix, e);
             }
         }
         None => {}

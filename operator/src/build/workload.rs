@@ -19,11 +19,15 @@ use k8s_openapi::{
     apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
 use kube::api::ObjectMeta;
+use riskpipe_contract::{
+    WorkerArgs, mounts,
+    mounts::{POD_IP_ENV, POD_NAME_ENV},
+};
 use riskpipe_crds::RiskPipelineSpec;
 
 use super::{Owner, WorkloadPlan, snapshot_paths};
 use crate::names::{
-    CONFIG_DIR, CONFIG_HASH_ANNOTATION, CONFIG_KEY, CONTAINER, HTTP_PORT, HTTP_PORT_NAME,
+    CONFIG_DIR, CONFIG_HASH_ANNOTATION, CONTAINER, HTTP_PORT, HTTP_PORT_NAME,
     PARALLELISM_ANNOTATION, RESTARTED_AT_ANNOTATION, RESTORE_FROM_ANNOTATION,
 };
 
@@ -45,32 +49,26 @@ pub struct Template<'a> {
     pub restarted_at: Option<&'a str>,
 }
 
-/// The worker's command line (the worker contract).
+/// The worker's command line (the worker contract's [`WorkerArgs`]).
 pub fn worker_args(
     spec: &RiskPipelineSpec,
     restore_from: Option<&str>,
     state_dir: &str,
 ) -> Vec<String> {
-    let mut args = vec![
-        "run".to_owned(),
-        "-f".to_owned(),
-        format!("{CONFIG_DIR}/{CONFIG_KEY}"),
-        "--pod-name".to_owned(),
-        "$(POD_NAME)".to_owned(),
-        "--replicas".to_owned(),
-        spec.parallelism.to_string(),
-        "--state-dir".to_owned(),
-        state_dir.to_owned(),
-        "--http-addr".to_owned(),
+    WorkerArgs {
+        manifest: mounts::config_path(),
+        pod_name: format!("$({POD_NAME_ENV})"),
+        // Validation keeps the parallelism at 1 or more.
+        replicas: u32::try_from(spec.parallelism).unwrap_or(0),
+        state_dir: state_dir.to_owned(),
         // The Pod's own address rather than 0.0.0.0: the same on a kubelet, and Pods
         // that share a host network namespace (the e2e pod runner) do not collide.
-        format!("$(POD_IP):{HTTP_PORT}"),
-    ];
-    if let Some(path) = restore_from {
-        args.push("--restore-from".to_owned());
-        args.push(path.to_owned());
+        http_addr: format!("$({POD_IP_ENV}):{HTTP_PORT}"),
+        restore_from: restore_from.map(str::to_owned),
+        // The environment names the folder (see `secrets::dir_env`).
+        secrets_dir: None,
     }
-    args
+    .to_args()
 }
 
 /// The workers' StatefulSet for `t.plan`; the hash goes into the Pod template so that
@@ -279,9 +277,9 @@ fn field_env(name: &str, path: &str) -> EnvVar {
 /// Pod identity from the downward API, and where the mounted Secrets are.
 fn env() -> Vec<EnvVar> {
     vec![
-        field_env("POD_NAME", "metadata.name"),
+        field_env(POD_NAME_ENV, "metadata.name"),
         field_env("POD_NAMESPACE", "metadata.namespace"),
-        field_env("POD_IP", "status.podIP"),
+        field_env(POD_IP_ENV, "status.podIP"),
         super::secrets::dir_env(),
     ]
 }

@@ -8,7 +8,7 @@
 use k8s_openapi::jiff::Timestamp;
 use riskpipe_crds::{AutoscalerSpec, ObservedMetrics, condition_types as ct};
 
-use super::rollout::{Note, normal};
+use super::note::{Note, normal};
 use crate::conditions::Cond;
 
 /// What the autoscaler reads.

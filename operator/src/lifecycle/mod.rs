@@ -4,6 +4,7 @@
 //! caller passes `now`, so every transition is a unit test.
 
 pub mod autoscale;
+pub mod note;
 pub mod restart;
 pub mod rollout;
 pub mod savepoints;
@@ -80,7 +81,7 @@ use riskpipe_crds::{
 };
 
 use crate::build::WorkloadPlan;
-pub use rollout::Note;
+pub use note::Note;
 pub use savepoints::{Progress, SavepointRequest};
 
 /// The whole lifecycle decision of one reconcile.
@@ -147,7 +148,7 @@ pub fn decide(obs: &Observed<'_>) -> Decision {
         && let Some(done) = savepoints::record_progress(&mut history, progress, obs.now)
     {
         notes.push(match done.phase {
-            SavepointPhase::Failed => rollout::warning(
+            SavepointPhase::Failed => note::warning(
                 "SavepointFailed",
                 format!(
                     "{:?} savepoint {} failed: {}; retried with backoff",
@@ -156,7 +157,7 @@ pub fn decide(obs: &Observed<'_>) -> Decision {
                     done.message.as_deref().unwrap_or("unknown cause")
                 ),
             ),
-            _ => rollout::normal(
+            _ => note::normal(
                 "SavepointCompleted",
                 format!("{:?} savepoint completed at {}", done.trigger, done.path),
             ),

@@ -7,7 +7,7 @@
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use riskpipe_crds::{RestartPolicySpec, RestartStatus};
 
-use super::rollout::{Note, warning};
+use super::note::{Note, warning};
 
 /// Prefix of `status.restarts.lastReason` once the limit is reached.
 const GAVE_UP: &str = "limit reached: ";

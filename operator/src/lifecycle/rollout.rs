@@ -17,37 +17,8 @@ use riskpipe_crds::{
     UpgradeMode,
 };
 
-use super::{Observed, Workload, savepoints};
+use super::{Observed, Workload, note::Note, savepoints};
 use crate::build::WorkloadPlan;
-
-/// An Event the decision asks for.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Note {
-    /// Warning rather than Normal.
-    pub warning: bool,
-    /// CamelCase reason.
-    pub reason: &'static str,
-    /// What happened and why.
-    pub message: String,
-}
-
-impl Note {
-    fn normal(reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            warning: false,
-            reason,
-            message: message.into(),
-        }
-    }
-
-    fn warning(reason: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            warning: true,
-            reason,
-            message: message.into(),
-        }
-    }
-}
 
 /// One step of the rollout machine.
 #[derive(Clone, Debug, PartialEq)]
@@ -406,14 +377,4 @@ pub fn step(obs: &Observed<'_>) -> Step {
 /// Whether `now` is past `at` plus `secs` seconds.
 pub fn elapsed(at: &Time, secs: i64, now: Timestamp) -> bool {
     now.as_second() - at.0.as_second() >= secs
-}
-
-/// A warning note (used by the reconcile for savepoint failures).
-pub fn warning(reason: &'static str, message: impl Into<String>) -> Note {
-    Note::warning(reason, message)
-}
-
-/// A normal note.
-pub fn normal(reason: &'static str, message: impl Into<String>) -> Note {
-    Note::normal(reason, message)
 }

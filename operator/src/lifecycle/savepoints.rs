@@ -5,12 +5,13 @@
 use std::time::Duration;
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use riskpipe_contract::layout;
 use riskpipe_crds::{
     RiskPipelineSpec, RiskPipelineStatus, SavepointPhase, SavepointStatus, SavepointTrigger,
     Storage, WorkerSavepointRequest,
 };
 
-use super::rollout::{Note, normal, warning};
+use super::note::{Note, normal, warning};
 
 /// Failed attempts of one savepoint before the operator gives up and reports Degraded.
 pub const MAX_ATTEMPTS: usize = 5;
@@ -58,12 +59,13 @@ pub fn latest_completed(status: &RiskPipelineStatus) -> Option<&SavepointStatus>
         .max_by_key(|s| s.started_at.0)
 }
 
-/// Where a savepoint started at `now` is written: `<storage>/<pipeline>/savepoint-<ms>`.
+/// Where a savepoint started at `now` is written: `<storage>/<pipeline>/savepoint-<ms>`
+/// (the contract's [`layout::savepoint_leaf`] in the savepoint storage).
 pub fn savepoint_path(spec: &RiskPipelineSpec, pipeline: &str, now: Timestamp) -> String {
-    let leaf = format!("{pipeline}/savepoint-{}", now.as_millisecond());
+    let leaf = layout::savepoint_leaf(pipeline, now.as_millisecond());
     match spec.savepoints.storage.kind() {
-        Some(Storage::S3(s3)) => format!("s3://{}/{}{leaf}", s3.bucket, s3.prefix),
-        Some(Storage::Path(p)) => format!("{}/{leaf}", p.trim_end_matches('/')),
+        Some(Storage::S3(s3)) => layout::join(&layout::s3_url(&s3.bucket, &s3.prefix), &leaf),
+        Some(Storage::Path(p)) => layout::join(p, &leaf),
         None => leaf,
     }
 }

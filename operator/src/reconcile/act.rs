@@ -74,7 +74,7 @@ pub async fn trigger_savepoint(
     };
     entry.requests = requests;
     match failure {
-        None => decision.notes.push(lifecycle::rollout::normal(
+        None => decision.notes.push(lifecycle::note::normal(
             "SavepointTriggered",
             format!(
                 "{:?} savepoint to {} on {expected} worker(s)",
@@ -87,7 +87,7 @@ pub async fn trigger_savepoint(
                 .now)(
             )));
             entry.message = Some(why.clone());
-            decision.notes.push(lifecycle::rollout::warning(
+            decision.notes.push(lifecycle::note::warning(
                 "SavepointFailed",
                 format!(
                     "{:?} savepoint to {} could not start: {why}; {BUSY_REQUEST_NOTE}",
@@ -186,11 +186,11 @@ pub async fn final_savepoint(rp: &RiskPipeline, ctx: &Context) -> Result<Option<
         if entry.phase == SavepointPhase::InProgress {
             let done = savepoints::record_progress(&mut status.savepoints, &progress, now);
             let note = match &progress {
-                Progress::Completed => lifecycle::rollout::normal(
+                Progress::Completed => lifecycle::note::normal(
                     "SavepointCompleted",
                     format!("final savepoint at {}; deleting", entry.path),
                 ),
-                _ => lifecycle::rollout::warning(
+                _ => lifecycle::note::warning(
                     "SavepointFailed",
                     format!(
                         "final savepoint failed ({:?}); deleting anyway",

@@ -169,7 +169,7 @@ pub async fn reconcile(rp: Arc<RiskPipeline>, ctx: Arc<Context>) -> Result<Actio
         match event {
             Finalizer::Apply(rp) => apply(&rp, &ctx).await,
             Finalizer::Cleanup(rp) => {
-                let note = lifecycle::rollout::normal(
+                let note = lifecycle::note::normal(
                     "Deleted",
                     "the pipeline is deleted; its workers, volumes and configuration go with it (owner references)",
                 );
@@ -224,7 +224,7 @@ async fn apply(rp: &RiskPipeline, ctx: &Context) -> Result<Action, Error> {
             && crate::conditions::find(&previous.conditions, "Ready")
                 .is_some_and(|c| c.message == message);
         if !already {
-            let note = lifecycle::rollout::warning("InvalidSpec", message.clone());
+            let note = lifecycle::note::warning("InvalidSpec", message.clone());
             ctx.publish(rp, &note, "Validate").await;
         }
         let status = status::invalid(
@@ -334,7 +334,7 @@ pub fn error_policy(rp: Arc<RiskPipeline>, error: &Error, ctx: Arc<Context>) -> 
         source = s.source();
     }
     tracing::warn!(pipeline = %rp.name_any(), error = %chain, "reconcile failed");
-    let note = lifecycle::rollout::warning("ReconcileFailed", chain);
+    let note = lifecycle::note::warning("ReconcileFailed", chain);
     let ctx2 = ctx.clone();
     tokio::spawn(async move { ctx2.publish(&rp, &note, "Reconcile").await });
     Action::requeue(Duration::from_secs(15))

@@ -18,7 +18,7 @@ use crate::{
     build::Owner,
     lifecycle::{Progress, Workload, rollout},
     names::{CONFIG_HASH_ANNOTATION, CONFIG_KEY, PARALLELISM_ANNOTATION, RESTORE_FROM_ANNOTATION},
-    worker_api::{WorkerApi, WorkerStatus, pod_addr},
+    worker_api::{SavepointState, WorkerApi, WorkerStatus, pod_addr},
 };
 
 /// A savepoint that has not completed within this time is failed.
@@ -162,8 +162,8 @@ pub async fn savepoint_progress(
             ));
         };
         match api.savepoint(*addr, &req.id).await {
-            Ok(info) if info.state == "completed" => {}
-            Ok(info) if info.state == "failed" => {
+            Ok(info) if info.state == SavepointState::Completed => {}
+            Ok(info) if info.state == SavepointState::Failed => {
                 return Progress::Failed(format!(
                     "worker {}: {}",
                     req.ordinal,

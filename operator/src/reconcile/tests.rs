@@ -20,7 +20,7 @@ use super::*;
 use crate::{
     checks::TopicInfo,
     names::FINALIZER,
-    worker_api::{Disposal, SavepointAck, SavepointInfo, WorkerError, WorkerStatus},
+    worker_api::{Disposal, SavepointInfo, SavepointState, WorkerError, WorkerStatus},
 };
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
@@ -121,7 +121,7 @@ impl WorkerApi for NoWorkers {
         &'a self,
         addr: std::net::SocketAddr,
         _: &'a str,
-    ) -> BoxFuture<'a, Result<SavepointAck, WorkerError>> {
+    ) -> BoxFuture<'a, Result<SavepointInfo, WorkerError>> {
         Box::pin(async move {
             Err(WorkerError::Unreachable {
                 addr,
@@ -446,12 +446,14 @@ impl WorkerApi for RecordingWorkers {
         &'a self,
         addr: std::net::SocketAddr,
         path: &'a str,
-    ) -> BoxFuture<'a, Result<SavepointAck, WorkerError>> {
+    ) -> BoxFuture<'a, Result<SavepointInfo, WorkerError>> {
         self.asked.lock().unwrap().push((addr, path.to_owned()));
         Box::pin(async move {
-            Ok(SavepointAck {
+            Ok(SavepointInfo {
                 id: format!("sp-{}", addr.ip()),
-                path: Some(path.to_owned()),
+                state: SavepointState::InProgress,
+                path: path.to_owned(),
+                error: None,
             })
         })
     }

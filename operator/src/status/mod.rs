@@ -65,7 +65,7 @@ pub fn aggregate(workers: &[WorkerStatus], now: Timestamp) -> Option<ObservedMet
 /// The checkpoint every worker has completed: the oldest of the workers' latest
 /// ones (none until every worker reports one).
 pub fn common_checkpoint(workers: &[WorkerStatus]) -> Option<CheckpointStatus> {
-    let mut oldest: Option<&crate::worker_api::WorkerCheckpoint> = None;
+    let mut oldest: Option<&crate::worker_api::CheckpointInfo> = None;
     for w in workers {
         let c = w.last_checkpoint.as_ref()?;
         if oldest.is_none_or(|o| c.timestamp_ms < o.timestamp_ms) {
@@ -74,11 +74,11 @@ pub fn common_checkpoint(workers: &[WorkerStatus]) -> Option<CheckpointStatus> {
     }
     let c = oldest?;
     Some(CheckpointStatus {
-        id: c.id.number().unwrap_or(c.timestamp_ms),
+        id: c.number().unwrap_or(c.timestamp_ms),
         path: c.path.clone(),
         completed_at: Time(Timestamp::from_millisecond(c.timestamp_ms).ok()?),
-        duration_ms: c.duration_ms,
-        size_bytes: c.size_bytes,
+        duration_ms: i64::try_from(c.duration_ms).ok(),
+        size_bytes: i64::try_from(c.size_bytes).ok(),
     })
 }
 

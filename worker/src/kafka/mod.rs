@@ -539,7 +539,7 @@ pub fn run(
             pipeline: name.clone(),
             ordinal: args.ordinal,
             replicas: args.replicas,
-            state: "starting".to_owned(),
+            state: http::WorkerState::Starting,
             ..WorkerStatus::default()
         }),
         savepoints: Mutex::new(Default::default()),
@@ -625,7 +625,7 @@ pub fn run(
     publish_partitions(&workers, &shared);
     shared.ready.store(true, Ordering::Relaxed);
     if let Ok(mut st) = shared.status.lock() {
-        st.state = "running".to_owned();
+        st.state = http::WorkerState::Running;
     }
     tracing::info!("running");
 

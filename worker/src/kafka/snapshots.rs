@@ -202,17 +202,17 @@ fn record_savepoint(shared: &Shared, id: &str, result: Result<Copied>) {
     let (state, error) = match result {
         Ok(copied) => {
             tracing::info!(%id, bytes = copied.bytes, "savepoint completed");
-            ("completed", None)
+            (crate::http::SavepointState::Completed, None)
         }
         Err(e) => {
             tracing::error!(%id, error = %format!("{e:#}"), "savepoint failed");
-            ("failed", Some(format!("{e:#}")))
+            (crate::http::SavepointState::Failed, Some(format!("{e:#}")))
         }
     };
     if let Ok(mut map) = shared.savepoints.lock()
         && let Some(info) = map.get_mut(id)
     {
-        info.state = state.to_owned();
+        info.state = state;
         info.error = error;
     }
 }
@@ -617,8 +617,8 @@ impl Snapshots {
                 .and_then(|b| serde_json::from_slice(&b).ok())
                 .unwrap_or_default();
             for (id, mut info) in saved {
-                if info.state == "in_progress" {
-                    info.state = "failed".to_owned();
+                if info.state == crate::http::SavepointState::InProgress {
+                    info.state = crate::http::SavepointState::Failed;
                     info.error = Some("the worker stopped while writing it".to_owned());
                 }
                 map.entry(id).or_insert(info);
