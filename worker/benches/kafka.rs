@@ -19,7 +19,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use riskpipe_worker::generator::{Generator, GeneratorConfig};
+use riskpipe_worker::local::generator::{Generator, GeneratorConfig};
 
 fn now_ms() -> i64 {
     SystemTime::now()

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use riskpipe_worker::engine::dimensions::Dimensions;
 use riskpipe_worker::engine::{DecisionWriter, Engine, EngineConfig, parse_transaction};
-use riskpipe_worker::generator::{Generator, GeneratorConfig};
+use riskpipe_worker::local::generator::{Generator, GeneratorConfig};
 use riskpipe_worker::state::PartitionState;
 
 fn env_usize(name: &str, default: usize) -> usize {

@@ -12,12 +12,12 @@ use riskpipe_engine::dimensions::{Dimensions, StaticDimensions};
 use riskpipe_engine::{DecisionWriter, Engine};
 
 use crate::dims_csv::load_dimensions;
-use crate::generator::{Generator, GeneratorConfig};
+use crate::local::generator::{Generator, GeneratorConfig};
+use crate::local::report::RunStats;
+use crate::local::source::LocalSource;
 use crate::local::{LocalPipeline, LocalSinks, RunOptions, StateDir, WithInlineLists};
 use crate::output::JsonLines;
 use crate::pipeline_config::engine_config;
-use crate::report::RunStats;
-use crate::source::LocalSource;
 use crate::state::{self, PartitionState};
 
 /// Options of `riskpipe-worker run`.

@@ -17,7 +17,7 @@ use riskpipe_engine::{BatchKeys, Decision, Engine, TimeReference, Transaction, p
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
 
 /// Dead-letter kind of a record over [`MAX_RECORD_BYTES`].
-pub const OVERSIZED: &str = "oversized";
+pub const OVERSIZED: &str = riskpipe_contract::DeadLetterKind::Oversized.as_str();
 
 /// One raw input record of a batch.
 #[derive(Debug, Clone, Copy)]

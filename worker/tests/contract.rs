@@ -15,6 +15,11 @@ fn example(of: &InvalidRecord) -> InvalidRecord {
             field: "amount",
             reason: "not a number".into(),
         },
+        InvalidRecord::FutureEventTime { .. } => InvalidRecord::FutureEventTime {
+            event_time_ms: 4_000_000_000_000,
+            reference: riskpipe_engine::TimeReference::Record(1_800_000_000_000),
+            max_future_skew_ms: 300_000,
+        },
     }
 }
 
@@ -26,10 +31,23 @@ fn every_engine_refusal() -> Vec<InvalidRecord> {
             field: "",
             reason: String::new(),
         },
+        InvalidRecord::FutureEventTime {
+            event_time_ms: 0,
+            reference: riskpipe_engine::TimeReference::WallClock(0),
+            max_future_skew_ms: 0,
+        },
     ]
     .iter()
     .map(example)
     .collect()
+}
+
+#[test]
+fn the_record_steps_own_kind_is_a_contract_kind() {
+    assert_eq!(
+        DeadLetterKind::from_label(riskpipe_worker::record::OVERSIZED),
+        Some(DeadLetterKind::Oversized)
+    );
 }
 
 #[test]

@@ -16,8 +16,10 @@ use std::time::{Duration, Instant};
 use common::*;
 use riskpipe_crds::{S3Storage, SecretRef};
 use riskpipe_e2e::env::{TestEnv, keys};
-use riskpipe_worker::checkpoint::{CheckpointEntry, checkpoints_from_keys, partition_marker};
-use riskpipe_worker::snapshot_store::SnapshotStore;
+use riskpipe_worker::snapshots::layout::{
+    CheckpointEntry, checkpoints_from_keys, partition_marker,
+};
+use riskpipe_worker::snapshots::store::SnapshotStore;
 use serde_json::Value;
 
 const SECRET: &str = "s3-creds";

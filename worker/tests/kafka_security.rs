@@ -17,7 +17,7 @@ use rdkafka::ClientConfig;
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use riskpipe_e2e::env::{TestEnv, keys};
-use riskpipe_worker::generator::{Generator, GeneratorConfig};
+use riskpipe_worker::local::generator::{Generator, GeneratorConfig};
 use serde_json::Value;
 
 const PARTITIONS: i32 = 2;

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use riskpipe_worker::generator::GeneratorConfig;
+use riskpipe_worker::local::generator::GeneratorConfig;
 use serde_json::Value;
 
 /// One pipeline under test: its topics, manifest and state folders.

@@ -10,7 +10,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use riskpipe_worker::generator::GeneratorConfig;
+use riskpipe_worker::local::generator::GeneratorConfig;
 
 /// Worker `ordinal` of `replicas`, on the folder its ordinal keeps.
 fn start(

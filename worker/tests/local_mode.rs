@@ -10,7 +10,7 @@ use riskpipe_crds::RiskPipeline;
 use riskpipe_worker::engine::{
     Decision, DecisionWriter, Dimensions, Engine, FinalDecision, MemoryStore, parse_transaction,
 };
-use riskpipe_worker::generator::{FraudPattern, Generator, GeneratorConfig};
+use riskpipe_worker::local::generator::{FraudPattern, Generator, GeneratorConfig};
 use riskpipe_worker::pipeline_config::engine_config;
 use serde_json::Value;
 

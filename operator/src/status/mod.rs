@@ -82,6 +82,23 @@ pub fn common_checkpoint(workers: &[WorkerStatus]) -> Option<CheckpointStatus> {
     })
 }
 
+/// What the workers say of partitions they stopped (their position is no longer in
+/// the topic and `spec.source.kafka.onOffsetOutOfRange` is `fail`): which, and why.
+fn stopped_partitions(workers: &[WorkerStatus]) -> Option<String> {
+    let stopped: Vec<(i32, &str)> = workers
+        .iter()
+        .flat_map(|w| &w.partitions)
+        .filter_map(|p| p.stopped.as_deref().map(|why| (p.partition, why)))
+        .collect();
+    let (_, first) = stopped.first()?;
+    let ids: Vec<String> = stopped.iter().map(|(p, _)| p.to_string()).collect();
+    Some(format!(
+        "{} partition(s) stopped ({}): {first}",
+        stopped.len(),
+        ids.join(", ")
+    ))
+}
+
 fn conditions(
     input: &Input<'_>,
     metrics: Option<&ObservedMetrics>,
@@ -150,6 +167,8 @@ fn conditions(
         Cond::yes(ct::DEGRADED, "RolloutBlocked", why.clone())
     } else if let Some(why) = &d.ops.restart_stuck {
         Cond::yes(ct::DEGRADED, "RestartLimitReached", why.clone())
+    } else if let Some(why) = stopped_partitions(input.workers) {
+        Cond::yes(ct::DEGRADED, "PartitionsStopped", why)
     } else if let Some(m) = metrics.filter(|m| m.error_rate > threshold) {
         Cond::yes(
             ct::DEGRADED,

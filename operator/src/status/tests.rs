@@ -174,3 +174,38 @@ fn invalid_keeps_everything_else_and_transition_times_survive() {
         cond(&first, "Ready").last_transition_time
     );
 }
+
+#[test]
+fn a_stopped_partition_degrades_the_pipeline_with_what_to_do() {
+    let mut w = worker(0, 100.0, 0.0, Some(1_700_000_000_000));
+    w.partitions = vec![riskpipe_contract::status::PartitionStatus {
+        partition: 3,
+        next_offset: Some(10),
+        start_source: Some("local".into()),
+        stopped: Some(
+            "partition 3: offsets 10..500 are no longer in the topic; restore a savepoint".into(),
+        ),
+        offset_out_of_range: None,
+    }];
+    let s = compose_with(
+        &decision(PipelineState::Running),
+        &[w, worker(1, 100.0, 0.0, Some(1_700_000_000_000))],
+        &RiskPipelineStatus::default(),
+    );
+    let c = cond(&s, "Degraded");
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("True", "PartitionsStopped")
+    );
+    assert!(
+        c.message.contains("(3)") && c.message.contains("restore a savepoint"),
+        "{}",
+        c.message
+    );
+    let healthy = compose_with(
+        &decision(PipelineState::Running),
+        &[worker(0, 100.0, 0.0, None)],
+        &RiskPipelineStatus::default(),
+    );
+    assert_eq!(cond(&healthy, "Degraded").reason, "Healthy");
+}

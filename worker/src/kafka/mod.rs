@@ -16,7 +16,6 @@ pub mod clients;
 pub mod fault;
 pub mod identity;
 mod partition;
-mod snapshots;
 mod watermarks;
 
 use std::net::SocketAddr;
@@ -40,9 +39,9 @@ use crate::http::{self, Shared, WorkerStatus};
 use crate::metrics::WorkerMetrics;
 use crate::pipeline_config::engine_config;
 use crate::secrets::{SecretsDir, load_audit_keys};
+use crate::snapshots::Snapshots;
 use identity::Identity;
 use partition::{AuditOutput, OffsetPolicy, Outputs, PartitionWorker, Polled, StartInputs};
-use snapshots::Snapshots;
 
 /// How this worker was started.
 #[derive(Debug, Clone)]
@@ -378,10 +377,10 @@ fn out_of_range_while_running(
 }
 
 /// The owned partitions' states, for a checkpoint or savepoint.
-fn owned_states(workers: &[PartitionWorker]) -> Vec<snapshots::Owned<'_>> {
+fn owned_states(workers: &[PartitionWorker]) -> Vec<crate::snapshots::Owned<'_>> {
     workers
         .iter()
-        .map(|w| snapshots::Owned {
+        .map(|w| crate::snapshots::Owned {
             id: w.id,
             state: &w.state,
         })

@@ -19,14 +19,14 @@ use super::KafkaArgs;
 use super::clients;
 use super::fault;
 use super::identity::Identity;
-use super::snapshots::Snapshots;
 use super::watermarks::Watermarks;
 use crate::audit::AuditWriter;
-use crate::checkpoint::partition_dir;
 use crate::http::Shared;
 use crate::metrics::{DecisionLabel, KindLabel, PartitionLabel, WorkerMetrics};
 use crate::output::DeadLetter;
 use crate::record::{self, Flow, Input, Outcome, now_ms};
+use crate::snapshots::Snapshots;
+use crate::snapshots::layout::partition_dir;
 use crate::state::PartitionState;
 
 /// Timeout of the producer's transaction calls.
@@ -865,21 +865,16 @@ impl LoopClock {
             }
         }
         metrics.busy_ratio.set(busy);
-        let dead: u64 = [
-            "malformed_json",
-            "missing_field",
-            "invalid_field",
-            "oversized",
-            "future_event_time",
-        ]
-        .iter()
-        .map(|k| {
-            metrics
-                .dead_letters
-                .get_or_create(&KindLabel { kind: k })
-                .get()
-        })
-        .sum();
+        // Every kind of the contract, so a new kind can never escape the rate.
+        let dead: u64 = riskpipe_contract::DeadLetterKind::ALL
+            .iter()
+            .map(|k| {
+                metrics
+                    .dead_letters
+                    .get_or_create(&KindLabel { kind: k.as_str() })
+                    .get()
+            })
+            .sum();
         let totals = (metrics.records_in.get(), dead + metrics.errors.get());
         if self.error_window.len() == ERROR_WINDOW_REPORTS {
             self.error_window.pop_front();

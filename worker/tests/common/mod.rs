@@ -16,7 +16,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use riskpipe_worker::engine::{Engine, EngineConfig, MemoryStore, StaticDimensions};
-use riskpipe_worker::generator::{Generator, GeneratorConfig};
+use riskpipe_worker::local::generator::{Generator, GeneratorConfig};
 use serde_json::Value;
 
 /// Partitions of every test topic.

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use crate::generator::{FraudPattern, Generator};
+use crate::local::generator::{FraudPattern, Generator};
 
 pub use crate::record::MAX_RECORD_BYTES;
 

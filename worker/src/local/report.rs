@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use riskpipe_engine::FinalDecision;
 
-use crate::generator::FraudPattern;
+use crate::local::generator::FraudPattern;
 
 /// A latency histogram in microseconds with ~3% relative buckets.
 #[derive(Debug, Clone)]

@@ -1,6 +1,10 @@
 //! Local mode: one process runs a whole pipeline (source → engine with RocksDB
 //! state → outputs) without Kubernetes or Kafka. `run` and `replay` both use it.
 
+pub mod generator;
+pub mod report;
+pub mod source;
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,10 +15,10 @@ use riskpipe_engine::dimensions::{Dimensions, HistoryRow, MerchantProfile, UserP
 use riskpipe_engine::{Decision, DecisionWriter, Engine, Transaction};
 
 use crate::audit::AuditWriter;
+use crate::local::report::RunStats;
+use crate::local::source::{LocalSource, RawRecord, SourceError};
 use crate::output::{DeadLetter, JsonLines, OutputError};
 use crate::record::{self, Flow, Input, Outcome, Refusal};
-use crate::report::RunStats;
-use crate::source::{LocalSource, RawRecord, SourceError};
 use crate::state::{PartitionState, StateError};
 
 /// Records per micro-batch: state is flushed once per batch.

@@ -7,13 +7,16 @@
 //! owned partition into a staging folder beside the state (same filesystem: the
 //! table files are hard links, so this costs a memtable flush and a few small files,
 //! milliseconds per partition); a background thread then copies the staged files to
-//! the storage (folder or bucket, see [`crate::snapshot_store`]), writes the
+//! the storage (folder or bucket, see [`crate::snapshots::store`]), writes the
 //! partition markers and `_complete` last, applies retention and removes the
 //! staging. The loop learns the outcome at its next [`Snapshots::maybe_checkpoint`].
 //! At most one checkpoint is copied at a time; a checkpoint that falls due while
 //! the previous one is still being copied waits for it. Files that the previous
 //! checkpoint of this worker already holds unchanged (RocksDB table files are
 //! immutable) are copied inside the storage rather than sent again.
+
+pub mod layout;
+pub mod store;
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -25,14 +28,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, anyhow, bail};
 use riskpipe_crds::{RiskPipelineSpec, Storage};
 
-use crate::state::PartitionState;
-use crate::checkpoint::{
+use crate::http::{CheckpointInfo, SavepointAction, SavepointInfo, SavepointRequest, Shared};
+use crate::metrics::WorkerMetrics;
+use crate::snapshots::layout::{
     CHECKPOINTS, COMPLETE, checkpoint_name, checkpoints_from_keys, latest_for, partition_dir,
     partition_marker, partition_name, retention_victims,
 };
-use crate::http::{CheckpointInfo, SavepointAction, SavepointInfo, SavepointRequest, Shared};
-use crate::metrics::WorkerMetrics;
-use crate::snapshot_store::{FileList, Location, Place, SnapshotStore, s3_url};
+use crate::snapshots::store::{FileList, Location, Place, SnapshotStore, s3_url};
+use crate::state::PartitionState;
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -446,11 +449,7 @@ impl Snapshots {
     }
 
     /// Stages a RocksDB checkpoint of every owned partition under `staging/name`.
-    fn stage(
-        &self,
-        workers: &[Owned<'_>],
-        name: &str,
-    ) -> Result<(PathBuf, Vec<StagedPartition>)> {
+    fn stage(&self, workers: &[Owned<'_>], name: &str) -> Result<(PathBuf, Vec<StagedPartition>)> {
         let dir = self.staging.join(name);
         if dir.exists() {
             std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
@@ -682,12 +681,7 @@ impl Snapshots {
     /// Carries out a savepoint request from HTTP: takes one (staged here, copied in
     /// the background, its state updated when the copy ends) or deletes one (in the
     /// background; the answer goes back on the request's channel).
-    pub fn savepoint(
-        &self,
-        workers: &[Owned<'_>],
-        request: &SavepointRequest,
-        shared: &Shared,
-    ) {
+    pub fn savepoint(&self, workers: &[Owned<'_>], request: &SavepointRequest, shared: &Shared) {
         match &request.action {
             SavepointAction::Take => self.take_savepoint(workers, request, shared),
             SavepointAction::Delete(reply) => {
@@ -713,12 +707,7 @@ impl Snapshots {
         }
     }
 
-    fn take_savepoint(
-        &self,
-        workers: &[Owned<'_>],
-        request: &SavepointRequest,
-        shared: &Shared,
-    ) {
+    fn take_savepoint(&self, workers: &[Owned<'_>], request: &SavepointRequest, shared: &Shared) {
         let started = self.store.place(&request.path).and_then(|place| {
             let (staged, partitions) = self.stage(workers, &format!("savepoint-{}", request.id))?;
             let store = self.store.clone();
