@@ -94,8 +94,9 @@ impl Bucket {
         self.store.list(&place).expect("listing the bucket")
     }
 
-    fn checkpoints(&self) -> Vec<CheckpointEntry> {
-        let keys = self.list("checkpoints");
+    /// The checkpoints of `pipeline` (in its own folder under `checkpoints/`).
+    fn checkpoints(&self, pipeline: &str) -> Vec<CheckpointEntry> {
+        let keys = self.list(&format!("checkpoints/{pipeline}"));
         checkpoints_from_keys(keys.iter().map(String::as_str))
     }
 }
@@ -169,7 +170,7 @@ fn checkpoints_in_s3_with_retention_restore_after_kill_and_wipe() {
                 last["path"]
                     .as_str()
                     .unwrap()
-                    .starts_with(&bucket.url("checkpoints/")),
+                    .starts_with(&bucket.url(&format!("checkpoints/{name}/"))),
                 "{last}"
             );
             ids.push(id.to_owned());
@@ -178,7 +179,7 @@ fn checkpoints_in_s3_with_retention_restore_after_kill_and_wipe() {
     });
     let kept = wait_for("retention down to 2", Duration::from_secs(30), || {
         let complete: Vec<CheckpointEntry> = bucket
-            .checkpoints()
+            .checkpoints(&name)
             .into_iter()
             .filter(|e| e.complete)
             .collect();
@@ -188,7 +189,7 @@ fn checkpoints_in_s3_with_retention_restore_after_kill_and_wipe() {
         assert_eq!(e.partitions.len(), PARTITIONS as usize, "{e:?}");
     }
     assert!(
-        !bucket.checkpoints().iter().any(|e| e.name == ids[0]),
+        !bucket.checkpoints(&name).iter().any(|e| e.name == ids[0]),
         "the first checkpoint {} outlived retention",
         ids[0]
     );

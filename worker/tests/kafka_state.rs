@@ -160,21 +160,25 @@ fn partitions(addr: &str) -> Vec<Value> {
 fn large_catch_up_through_a_small_cache_loses_no_update() {
     let _serial = serial();
     let total = 120_000u64;
-    let p = Pipeline::new("catchup", |_| String::new());
-    p.produce(total, 30_000, 21, &[]);
+    let p = Pipeline::new("catchup", final_checkpoint_only);
     let state = p.path("state");
     // 100 users per partition for 3,750 users per partition: eviction everywhere.
     let small = [("RISKPIPE_STATE_CACHE_ENTRIES", "800")];
-    let (w, addr) = p.start(&state, 0, 1, None, &small);
-    p.wait_progress(&[&addr], 6_000);
-    w.terminate();
+    // 5 % of the stream, decided; the volume is copied then.
+    p.produce(6_000, 30_000, 21, &[]);
+    let (w, _) = p.start(&state, 0, 1, None, &small);
+    w.terminate_after_all(&p, 6_000);
     let early = p.path("state-at-5pc");
     copy_dir(&state, &early);
-    let (w, addr) = p.start(&state, 0, 1, None, &small);
-    p.wait_progress(&[&addr], 84_000);
-    w.terminate();
-    // The volume holds what it held at 5 % (a partition that moved away and back).
+    // Up to 70 %.
+    p.produce(78_000, 30_000, 35, &[]);
+    let (w, _) = p.start(&state, 0, 1, None, &small);
+    w.terminate_after_all(&p, 84_000);
+    // The volume holds what it held at 5 % (a partition that moved away and
+    // back), and no checkpoint is newer (its storage was lost).
     replace_dir(&state, &early);
+    std::fs::remove_dir_all(p.path("chk")).unwrap();
+    p.produce(total - 84_000, 30_000, 36, &[]);
     let (w, addr) = p.start(&state, 0, 1, None, &small);
     p.assert_decisions(total as usize);
     let replayed = metric(&addr, "riskpipe_worker_caught_up_records_total");
@@ -192,13 +196,13 @@ fn stale_local_state_loses_to_a_newer_checkpoint() {
     let _serial = serial();
     let total = 40_000u64;
     let p = Pipeline::new("stale", checkpoints);
-    p.produce(total, 5_000, 22, &[]);
+    p.produce(12_000, 5_000, 22, &[]);
     let state = p.path("state");
-    let (w, addr) = p.start(&state, 0, 1, None, &[]);
-    p.wait_progress(&[&addr], 12_000);
-    w.terminate();
+    let (w, _) = p.start(&state, 0, 1, None, &[]);
+    w.terminate_after_all(&p, 12_000);
     let stale = p.path("state-stale");
     copy_dir(&state, &stale);
+    p.produce(total - 12_000, 5_000, 37, &[]);
     let (w, _) = p.start(&state, 0, 1, None, &[]);
     w.terminate_after_all(&p, total);
     // Worker 0 of 2 gets the stale folder (all 8 partitions, 4 no longer its own).
@@ -256,17 +260,20 @@ impl Worker {
 fn retention_passed_is_never_skipped_silently() {
     let _serial = serial();
     let total = 20_000u64;
-    let p = Pipeline::new("retention", |_| String::new());
-    p.produce(total, 2_000, 24, &[]);
+    let p = Pipeline::new("retention", final_checkpoint_only);
+    // 30 % first, decided and copied; then the rest.
+    p.produce(6_000, 2_000, 24, &[]);
     let state = p.path("state");
-    let (w, addr) = p.start(&state, 0, 1, None, &[]);
-    p.wait_progress(&[&addr], 6_000);
-    w.terminate();
+    let (w, _) = p.start(&state, 0, 1, None, &[]);
+    w.terminate_after_all(&p, 6_000);
     let stale = p.path("state-stale");
     copy_dir(&state, &stale);
+    p.produce(total - 6_000, 2_000, 34, &[]);
     let (w, _) = p.start(&state, 0, 1, None, &[]);
     w.terminate_after_all(&p, total);
+    // Only the stale state is left (no checkpoint newer than it).
     replace_dir(&state, &stale);
+    std::fs::remove_dir_all(p.path("chk")).unwrap();
     // Retention removes the first 60 % of every partition.
     let lows = delete_records_before(&p.bootstrap, &p.input, |_, low, high| {
         low + (high - low) * 6 / 10

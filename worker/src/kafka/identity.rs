@@ -9,6 +9,7 @@
 //! transaction an old worker left open), reads the legacy group's offsets for
 //! partitions the new group has none for, and restores from legacy checkpoints
 //! when it has none of its own: an upgrade moves on without a gap or a repeat.
+//! Checkpoints now always go to `STORAGE/checkpoints/<namespace>.<name>/`.
 
 use anyhow::{Context, Result};
 use rdkafka::producer::{BaseProducer, Producer};
@@ -72,10 +73,20 @@ impl Identity {
         }
     }
 
-    /// The folder of this pipeline's checkpoints inside `STORAGE/checkpoints`,
-    /// when namespaced (else the checkpoints are right there, as before).
-    pub fn checkpoint_folder(&self) -> Option<String> {
-        self.namespace.as_ref().map(|_| self.qualified())
+    /// The folder of this pipeline's checkpoints inside `STORAGE/checkpoints`:
+    /// its qualified name, so pipelines sharing a storage (a bucket, a machine's
+    /// default folder) never restore each other's state.
+    pub fn checkpoint_folder(&self) -> String {
+        self.qualified()
+    }
+
+    /// Whether checkpoints written before they had a folder of their own
+    /// (directly in `STORAGE/checkpoints`) may be this pipeline's: only for a
+    /// namespaced pipeline, whose storage the operator gave it alone (a volume
+    /// per pipeline). A pipeline without a namespace may share that folder with
+    /// others, so it never restores from it.
+    pub fn reads_legacy_checkpoints(&self) -> bool {
+        self.namespace.is_some()
     }
 
     /// Creates the transactional producer of `partition` and fences every older
@@ -139,6 +150,7 @@ mod tests {
         );
         assert_ne!(prod.group_id(&src), staging.group_id(&src));
         assert_ne!(prod.checkpoint_folder(), staging.checkpoint_folder());
+        assert!(prod.reads_legacy_checkpoints());
         assert_eq!(
             prod.transactional_id("tx", 3),
             "riskpipe-prod.payments-tx-3"
@@ -163,6 +175,7 @@ mod tests {
         assert_eq!(local.transactional_id("tx", 0), "riskpipe-payments-tx-0");
         assert_eq!(local.group_id(&source(None)), "payments");
         assert_eq!(local.legacy_transactional_id("tx", 0), None);
-        assert_eq!(local.checkpoint_folder(), None);
+        assert_eq!(local.checkpoint_folder(), "payments");
+        assert!(!local.reads_legacy_checkpoints());
     }
 }

@@ -531,7 +531,10 @@ pub fn run(
     let mut registry = Registry::default();
     let metrics = Arc::new(WorkerMetrics::register(&mut registry));
     let snapshots = Snapshots::with_secrets_dir(spec, &args.state_dir, &args.secrets_dir)?
-        .in_folder(identity.checkpoint_folder().as_deref());
+        .in_folder(
+            &identity.checkpoint_folder(),
+            identity.reads_legacy_checkpoints(),
+        );
     let (tx, requests) = mpsc::channel();
     let shared = Arc::new(Shared {
         status: Mutex::new(WorkerStatus {

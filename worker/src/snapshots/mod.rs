@@ -435,15 +435,13 @@ impl Snapshots {
     }
 
     /// Puts this pipeline's checkpoints in their own `folder` inside
-    /// `STORAGE/checkpoints` (see [`super::identity::Identity::checkpoint_folder`]);
-    /// checkpoints written before, directly in `STORAGE/checkpoints`, are still
-    /// restored from when the folder has none.
-    pub fn in_folder(mut self, folder: Option<&str>) -> Self {
-        if let Some(folder) = folder
-            && let Some(root) = self.checkpoints.take()
-        {
+    /// `STORAGE/checkpoints` (see [`crate::kafka::identity::Identity::checkpoint_folder`]);
+    /// with `read_legacy`, checkpoints written before, directly in
+    /// `STORAGE/checkpoints`, are still restored from when the folder has none.
+    pub fn in_folder(mut self, folder: &str, read_legacy: bool) -> Self {
+        if let Some(root) = self.checkpoints.take() {
             self.checkpoints = Some(root.join(folder));
-            self.legacy_checkpoints = Some(root);
+            self.legacy_checkpoints = read_legacy.then_some(root);
         }
         self
     }
