@@ -352,11 +352,19 @@ fn broker_stopped_and_restarted_mid_stream() {
     let run = ChaosRun::start("bounce", total);
     let (bootstrap, decisions) = (run.bootstrap.clone(), run.decisions.clone());
     let (m, state) = (run.manifest.clone(), run.state.clone());
-    let mut worker = start_worker_env(&m, &state, 0, 1, None, None, &AUDIT_ENV);
-    // Decisions are flowing before the broker goes away.
-    let before = read_committed(&bootstrap, &decisions, 5_000, Duration::from_secs(120));
-    assert!(before.len() >= 5_000, "no decisions before the bounce");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut worker = start_worker_env(&m, &state, 0, 1, Some(&addr), None, &AUDIT_ENV);
+    // The broker goes away while decisions are flowing (not once the stream is
+    // decided): as soon as 5,000 records are done, and the rest still to do.
+    wait_for("5,000 records decided", Duration::from_secs(120), || {
+        progress(&addr) >= 5_000
+    });
+    let at_bounce = progress(&addr);
     bounce_broker(&bootstrap, Duration::from_secs(8));
+    assert!(
+        at_bounce < total as i64,
+        "the stream was already decided when the broker went away ({at_bounce} of {total})"
+    );
     let run = run.fed();
     // Like Kubernetes: a worker that gave up during the outage is started again.
     let mut restarts = 0;
