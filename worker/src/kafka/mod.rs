@@ -286,14 +286,7 @@ fn committed_offsets(
         let committed = retry("reading the group's committed offsets", || {
             consumer.committed_offsets(tpl.clone(), Duration::from_secs(10))
         })?;
-        Ok(committed
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some((e.partition(), o)),
-                _ => None,
-            })
-            .collect())
+        Ok(offsets_of(&committed))
     };
     let mut offsets = read(consumer)?;
     if let Some(legacy) = identity.legacy_group_id(source)
@@ -328,14 +321,18 @@ fn offsets_for_time(
     let found = consumer
         .offsets_for_times(by_time, Duration::from_secs(30))
         .context("looking up offsets for startupTimestamp")?;
-    Ok(found
-        .elements()
+    Ok(offsets_of(&found))
+}
+
+/// The partitions of `tpl` that have an offset, with it.
+fn offsets_of(tpl: &TopicPartitionList) -> std::collections::BTreeMap<i32, i64> {
+    tpl.elements()
         .iter()
         .filter_map(|e| match e.offset() {
             Offset::Offset(o) => Some((e.partition(), o)),
             _ => None,
         })
-        .collect())
+        .collect()
 }
 
 /// The consumer said a position is gone: each running partition whose next

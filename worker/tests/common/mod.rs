@@ -63,19 +63,20 @@ pub fn create_topics_with(config: &ClientConfig, topics: &[&str], partitions: i3
         .iter()
         .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
         .collect();
+    let results = admin_call(|options| admin.create_topics(&new, options)).expect("create topics");
+    for r in results {
+        r.expect("topic created");
+    }
+}
+
+/// Runs one admin request (with a 30 s operation timeout) to its end.
+pub fn admin_call<F: std::future::Future>(request: impl FnOnce(&AdminOptions) -> F) -> F::Output {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let results = rt
-        .block_on(admin.create_topics(
-            &new,
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-        ))
-        .expect("create topics");
-    for r in results {
-        r.expect("topic created");
-    }
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    rt.block_on(request(&options))
 }
 
 /// Sends one record, waiting while the producer's queue is full.
@@ -681,16 +682,7 @@ pub fn delete_records_before(
         .set("bootstrap.servers", bootstrap)
         .create()
         .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let done = rt
-        .block_on(admin.delete_records(
-            &tpl,
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-        ))
-        .expect("delete records");
+    let done = admin_call(|options| admin.delete_records(&tpl, options)).expect("delete records");
     done.elements()
         .iter()
         .map(|e| {
@@ -711,17 +703,9 @@ pub fn add_partitions(bootstrap: &str, topic: &str, partitions: usize) {
         .set("bootstrap.servers", bootstrap)
         .create()
         .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let grow = rdkafka::admin::NewPartitions::new(topic, partitions);
-    for r in rt
-        .block_on(admin.create_partitions(
-            [&grow],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-        ))
-        .expect("create partitions")
+    for r in
+        admin_call(|options| admin.create_partitions([&grow], options)).expect("create partitions")
     {
         r.expect("partitions added");
     }
