@@ -488,6 +488,14 @@ fn a_pipeline_gaining_its_namespace_goes_on_without_gap_or_repeat() {
     let (w, addr) = p.start(&p.path("state"), 0, 1, None, &[]);
     p.wait_progress(&[&addr], 8_000);
     w.terminate();
+    // The checkpoints where versions before per-pipeline folders wrote them.
+    let root = p.path("chk").join("checkpoints");
+    let own = root.join(p.manifest.file_stem().unwrap());
+    for entry in std::fs::read_dir(&own).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::rename(entry.path(), root.join(entry.file_name())).unwrap();
+    }
+    std::fs::remove_dir(&own).unwrap();
     // The upgraded worker on a fresh volume: only the legacy group's offsets and
     // the legacy checkpoints tell it where it was.
     set_namespace(&p.manifest, "prod");

@@ -80,13 +80,17 @@ impl Identity {
         self.qualified()
     }
 
-    /// Whether checkpoints written before they had a folder of their own
-    /// (directly in `STORAGE/checkpoints`) may be this pipeline's: only for a
-    /// namespaced pipeline, whose storage the operator gave it alone (a volume
-    /// per pipeline). A pipeline without a namespace may share that folder with
-    /// others, so it never restores from it.
-    pub fn reads_legacy_checkpoints(&self) -> bool {
-        self.namespace.is_some()
+    /// Folders inside `STORAGE/checkpoints` that may hold this pipeline's older
+    /// checkpoints (`""` is `STORAGE/checkpoints` itself), newest layout first:
+    /// for a namespaced pipeline, the folder of its name alone (before the
+    /// namespace was part of it) and the root (before checkpoints had folders;
+    /// the operator gave each pipeline a volume of its own). A pipeline without
+    /// a namespace may share the root with others, so it reads no older folder.
+    pub fn legacy_checkpoint_folders(&self) -> Vec<String> {
+        match self.namespace {
+            Some(_) => vec![self.name.clone(), String::new()],
+            None => Vec::new(),
+        }
     }
 
     /// Creates the transactional producer of `partition` and fences every older
@@ -150,7 +154,7 @@ mod tests {
         );
         assert_ne!(prod.group_id(&src), staging.group_id(&src));
         assert_ne!(prod.checkpoint_folder(), staging.checkpoint_folder());
-        assert!(prod.reads_legacy_checkpoints());
+        assert_eq!(prod.legacy_checkpoint_folders(), ["payments", ""]);
         assert_eq!(
             prod.transactional_id("tx", 3),
             "riskpipe-prod.payments-tx-3"
@@ -176,6 +180,6 @@ mod tests {
         assert_eq!(local.group_id(&source(None)), "payments");
         assert_eq!(local.legacy_transactional_id("tx", 0), None);
         assert_eq!(local.checkpoint_folder(), "payments");
-        assert!(!local.reads_legacy_checkpoints());
+        assert!(local.legacy_checkpoint_folders().is_empty());
     }
 }

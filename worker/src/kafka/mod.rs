@@ -530,7 +530,7 @@ pub fn run(
     let snapshots = Snapshots::with_secrets_dir(spec, &args.state_dir, &args.secrets_dir)?
         .in_folder(
             &identity.checkpoint_folder(),
-            identity.reads_legacy_checkpoints(),
+            &identity.legacy_checkpoint_folders(),
         );
     let (tx, requests) = mpsc::channel();
     let shared = Arc::new(Shared {

@@ -66,8 +66,8 @@ pub struct Snapshots {
     store: SnapshotStore,
     /// This pipeline's checkpoint folder, when checkpoints are configured.
     checkpoints: Option<Place>,
-    /// `STORAGE/checkpoints` when the pipeline's own folder is inside it (read only).
-    legacy_checkpoints: Option<Place>,
+    /// Older folders of this pipeline's checkpoints (read only, for migration).
+    legacy_checkpoints: Vec<Place>,
     savepoint_root: PathBuf,
     staging: PathBuf,
     interval: Duration,
@@ -276,7 +276,7 @@ impl Snapshots {
         Ok(Snapshots {
             store,
             checkpoints,
-            legacy_checkpoints: None,
+            legacy_checkpoints: Vec::new(),
             savepoint_root,
             staging,
             interval: spec.checkpoints.interval.as_std(),
@@ -418,13 +418,9 @@ impl Snapshots {
     }
 
     /// The newest complete checkpoint holding `partition`: in this pipeline's
-    /// folder, else (a pipeline from before namespaces were in the folder
-    /// name) in the legacy one.
+    /// folder, else in the first of its legacy folders that has one.
     fn latest_checkpoint_place(&self, partition: i32) -> Result<Option<Place>> {
-        for root in [&self.checkpoints, &self.legacy_checkpoints]
-            .into_iter()
-            .flatten()
-        {
+        for root in self.checkpoints.iter().chain(&self.legacy_checkpoints) {
             let keys = self.store.list(root)?;
             let entries = checkpoints_from_keys(keys.iter().map(String::as_str));
             if let Some(e) = latest_for(&entries, partition) {
@@ -436,12 +432,21 @@ impl Snapshots {
 
     /// Puts this pipeline's checkpoints in their own `folder` inside
     /// `STORAGE/checkpoints` (see [`crate::kafka::identity::Identity::checkpoint_folder`]);
-    /// with `read_legacy`, checkpoints written before, directly in
-    /// `STORAGE/checkpoints`, are still restored from when the folder has none.
-    pub fn in_folder(mut self, folder: &str, read_legacy: bool) -> Self {
+    /// checkpoints in the `legacy` folders (`""`: `STORAGE/checkpoints` itself),
+    /// written by older versions, are still restored from when the folder has none.
+    pub fn in_folder(mut self, folder: &str, legacy: &[String]) -> Self {
         if let Some(root) = self.checkpoints.take() {
             self.checkpoints = Some(root.join(folder));
-            self.legacy_checkpoints = read_legacy.then_some(root);
+            self.legacy_checkpoints = legacy
+                .iter()
+                .map(|f| {
+                    if f.is_empty() {
+                        root.clone()
+                    } else {
+                        root.join(f)
+                    }
+                })
+                .collect();
         }
         self
     }
