@@ -2,6 +2,8 @@
 //! Kubernetes extension libraries, walking the schema as the apiserver does) against
 //! good and bad objects. Every rule in the committed CRD must reject at least one
 //! bad object here, and `validate()` must reject the same objects.
+// Tests and benchmarks: a panic is a failed run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

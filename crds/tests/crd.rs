@@ -1,5 +1,7 @@
 //! The committed CRD: up to date with the types, structural, documented, and its
 //! defaults equal to the Rust defaults.
+// Tests and benchmarks: a panic is a failed run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

@@ -1,5 +1,7 @@
 //! `spec.rules.windows.maxFutureSkew` and `spec.source.kafka.onOffsetOutOfRange`:
 //! their defaults, what a manifest may write, and how a bad value is reported.
+// Tests and benchmarks: a panic is a failed run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

@@ -1,5 +1,7 @@
 //! Reading manifests without an apiserver: the examples, the seed's defaults, and
 //! errors that name the field and say what to fix.
+// Tests and benchmarks: a panic is a failed run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

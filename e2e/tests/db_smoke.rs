@@ -1,4 +1,6 @@
 //! MariaDB and PostgreSQL from `e2e/env/up` accept queries from Rust.
+// Tests and benchmarks: a panic is a failed run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

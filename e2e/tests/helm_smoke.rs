@@ -1,4 +1,6 @@
 //! `helm install` of a minimal chart succeeds against the e2e apiserver.
+// Tests and benchmarks: a panic is a failed run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

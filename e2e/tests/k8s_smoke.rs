@@ -1,6 +1,8 @@
 //! The Kubernetes control plane from `e2e/env/up` with the pod runner as its node:
 //! readiness, a CRD served after `kubectl apply`, and a StatefulSet whose Pods run as
 //! local processes on their own loopback addresses.
+// Tests and benchmarks: a panic is a failed run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

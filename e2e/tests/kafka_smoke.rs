@@ -1,5 +1,7 @@
 //! Kafka from `e2e/env/up`: an 8-partition topic, a transactional producer, and a
 //! read_committed consumer that sees committed records and none of an aborted batch.
+// Tests and benchmarks: a panic is a failed run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

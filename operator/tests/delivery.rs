@@ -3,6 +3,8 @@
 //! copies in the chart and in `deploy/` equal the generated one; the plain operator
 //! manifests equal the chart's rendering; `helm lint` is clean; the examples parse
 //! and validate, and the invalid ones fail on the field they say.
+// Tests and benchmarks: a panic is a failed run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
     path::{Path, PathBuf},

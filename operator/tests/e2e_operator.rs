@@ -6,6 +6,8 @@
 //!
 //! With real workers (decisions, savepoint upgrades, kills, suspend/resume):
 //! `e2e_workers.rs`.
+// Tests and benchmarks: a panic is a failed run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -20,6 +20,8 @@
 //! cannot rewrite paths inside the pipeline's ConfigMap or in `POST /savepoints`, so
 //! the tests use the claim's own folder as the checkpoint and savepoint path; the
 //! mapping is then the identity and workers, restores and operator agree.
+// Tests and benchmarks: a panic is a failed run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

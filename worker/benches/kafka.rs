@@ -9,6 +9,8 @@
 //!    visible (read_committed)" for each decision; p50 / p99 / p99.9 are printed.
 //!
 //! Run: `scripts/bench-kafka.sh` (`RISKPIPE_BENCH_TX`, default 200,000).
+// Tests and benchmarks: a panic is a failed run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::process::{Command, Stdio};

@@ -7,6 +7,8 @@
 //!
 //! Run: `scripts/bench.sh` (or `cargo bench -p riskpipe-worker --bench throughput`).
 //! Environment: `RISKPIPE_BENCH_TX` (default 2,000,000), `RISKPIPE_BENCH_ROUNDS` (3).
+// Tests and benchmarks: a panic is a failed run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
 use std::path::Path;

@@ -1,6 +1,8 @@
 //! The worker contract seen from the worker: every reason the engine refuses a
 //! record for is a dead-letter kind the contract lists, so a sum over
 //! [`DeadLetterKind::ALL`] counts every dead letter.
+// Tests and benchmarks: a panic is a failed run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use riskpipe_contract::DeadLetterKind;
 use riskpipe_engine::InvalidRecord;

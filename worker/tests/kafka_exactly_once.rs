@@ -2,6 +2,8 @@
 //! (`e2e/env/up`): round trip, dead letters, kill -9 chaos, rescale through
 //! checkpoints, and savepoint restore — each checked against an uninterrupted
 //! recomputation with the engine itself.
+// Tests and benchmarks: a panic is a failed run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -7,6 +7,8 @@
 //!   exactly once with the features of an uninterrupted run;
 //! - a savepoint taken over HTTP by two workers into one `s3://` location restores
 //!   three workers (`--restore-from s3://…`); `DELETE /savepoints/{id}` removes one.
+// Tests and benchmarks: a panic is a failed run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

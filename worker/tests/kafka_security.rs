@@ -3,6 +3,8 @@
 //! `securitySecretRef` names a Secret folder under `--secrets-dir` whose keys are
 //! librdkafka properties; decisions arrive; wrong credentials, a missing Secret and a
 //! property outside security./sasl./ssl. are clear errors within a deadline.
+// Tests and benchmarks: a panic is a failed run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -8,6 +8,8 @@
 //! Every run is checked against an uninterrupted recomputation with the engine
 //! (`common::reference`): every transaction_id exactly once (read_committed),
 //! every window feature equal.
+// Tests and benchmarks: a panic is a failed run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
@@ -299,6 +301,17 @@ fn retention_passed_is_never_skipped_silently() {
     assert!(
         metric(&addr, "riskpipe_worker_offsets_out_of_range_total") >= 8.0,
         "counted"
+    );
+    w.terminate();
+    // A stopped partition records nothing: its state still says where it was.
+    let (w, addr) = p.start(&state, 0, 1, None, &[]);
+    wait_for(
+        "every partition stopped again",
+        Duration::from_secs(120),
+        || {
+            let parts = partitions(&addr);
+            parts.len() == 8 && parts.iter().all(|p| p["stopped"].is_string())
+        },
     );
     w.terminate();
 

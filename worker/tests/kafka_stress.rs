@@ -4,6 +4,8 @@
 //! than the users of a partition, and `kill -9` during every move. Every
 //! transaction_id exactly once (read_committed) and every feature equal to an
 //! uninterrupted run.
+// Tests and benchmarks: a panic is a failed run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

@@ -1,4 +1,6 @@
 //! Local mode and replay through the real `riskpipe-worker` binary.
+// Tests and benchmarks: a panic is a failed run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

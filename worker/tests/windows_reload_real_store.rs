@@ -4,6 +4,8 @@
 //! features of the reference model, across flushes at random points, clean
 //! restarts (flush, drop, reopen) and crashes (drop without a flush, reopen, replay
 //! from the recorded offset, as the worker does after a crash).
+// Tests and benchmarks: a panic is a failed run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../engine/tests/support/windows_model.rs"]
 mod windows_model;

@@ -1,4 +1,6 @@
 //! Table-driven tests of every branch of SPEC.md §3–§6, through the engine.
+// Tests and benchmarks: a panic is a failed run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use riskpipe_engine::dimensions::{HistoryRow, MerchantProfile, StaticDimensions, UserProfile};
 use riskpipe_engine::rules::{self, Access, AmountLabel, Blacklist, FinalDecision, Frequency, Geo};

@@ -8,6 +8,8 @@
 //! Within the allowed lateness a transaction's features are exact over every
 //! transaction seen (SPEC.md §4); beyond it they are computed over what the state
 //! retains, which the model in `support/windows_model.rs` follows.
+// Tests and benchmarks: a panic is a failed run with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "support/windows_model.rs"]
 mod windows_model;

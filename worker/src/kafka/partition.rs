@@ -304,6 +304,12 @@ impl PartitionWorker {
             // Nothing to replay: the state goes on from where the input does.
             self.catch_up_from = None;
         }
+        if self.stopped.is_some() {
+            // Nothing is recorded: the state stays where it was, for whoever
+            // restores a snapshot or sets a policy to decide.
+            tracing::error!(partition = self.id, source = %self.start_source, "partition stopped");
+            return Ok(());
+        }
         let next = match next {
             Some(n) => n,
             None => match start.startup {
