@@ -270,6 +270,25 @@ pub fn producer_config(
     c
 }
 
+/// Timeout of the transactional producers' calls.
+pub const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Retries a broker call for up to 60 s: right after a crash or a broker
+/// restart the group and transaction coordinators may answer late.
+pub fn retry<T>(what: &str, mut call: impl FnMut() -> rdkafka::error::KafkaResult<T>) -> Result<T> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match call() {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(error = %e, "{what}: retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(e).context(format!("{what} (gave up after 60 s)")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

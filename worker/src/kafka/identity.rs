@@ -15,8 +15,7 @@ use anyhow::{Context, Result};
 use rdkafka::producer::{BaseProducer, Producer};
 use riskpipe_crds::{KafkaSource, RiskPipeline};
 
-use super::clients::{self, KafkaSecurity};
-use super::partition::TXN_TIMEOUT;
+use super::clients::{self, KafkaSecurity, TXN_TIMEOUT};
 
 /// The names a pipeline goes by.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +105,7 @@ impl Identity {
             let old: BaseProducer = clients::producer_config(source, &legacy, security)
                 .create()
                 .context("creating the legacy transactional producer")?;
-            super::retry("fencing the legacy transactional id", || {
+            clients::retry("fencing the legacy transactional id", || {
                 old.init_transactions(TXN_TIMEOUT)
             })?;
         }
@@ -117,7 +116,7 @@ impl Identity {
         )
         .create()
         .context("creating the transactional producer")?;
-        super::retry("initialising transactions", || {
+        clients::retry("initialising transactions", || {
             producer.init_transactions(TXN_TIMEOUT)
         })?;
         Ok(producer)

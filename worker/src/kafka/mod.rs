@@ -11,6 +11,7 @@
 //! window state depends only on the transactions, so the result equals an
 //! uninterrupted run.
 
+mod args;
 pub mod assignment;
 pub mod clients;
 pub mod fault;
@@ -18,8 +19,6 @@ pub mod identity;
 mod partition;
 mod watermarks;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -40,27 +39,10 @@ use crate::metrics::WorkerMetrics;
 use crate::pipeline_config::engine_config;
 use crate::secrets::{SecretsDir, load_audit_keys};
 use crate::snapshots::Snapshots;
+pub use args::KafkaArgs;
+use clients::retry;
 use identity::Identity;
 use partition::{AuditOutput, OffsetPolicy, Outputs, PartitionWorker, Polled, StartInputs};
-
-/// How this worker was started.
-#[derive(Debug, Clone)]
-pub struct KafkaArgs {
-    /// StatefulSet ordinal.
-    pub ordinal: u32,
-    /// Replica count.
-    pub replicas: u32,
-    /// Local state folder (one RocksDB per owned partition).
-    pub state_dir: PathBuf,
-    /// HTTP endpoint address.
-    pub http_addr: Option<SocketAddr>,
-    /// Savepoint to restore partitions from when they have no local state.
-    pub restore_from: Option<PathBuf>,
-    /// TLS/SASL settings of every Kafka client (`spec.source.kafka.securitySecretRef`).
-    pub security: clients::KafkaSecurity,
-    /// Where referenced Secrets are mounted (`--secrets-dir`).
-    pub secrets_dir: PathBuf,
-}
 
 fn topic_partitions(consumer: &BaseConsumer, topic: &str) -> Result<i32> {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -85,25 +67,6 @@ fn topic_partitions(consumer: &BaseConsumer, topic: &str) -> Result<i32> {
             }
             Ok(_) => bail!("input topic '{topic}' does not exist (waited 60 s)"),
             Err(e) => return Err(e).context(format!("reading metadata of topic '{topic}'")),
-        }
-    }
-}
-
-/// Retries a broker call for up to 60 s: right after a crash or a broker
-/// restart the group and transaction coordinators may answer late.
-pub(crate) fn retry<T>(
-    what: &str,
-    mut call: impl FnMut() -> rdkafka::error::KafkaResult<T>,
-) -> Result<T> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match call() {
-            Ok(v) => return Ok(v),
-            Err(e) if Instant::now() < deadline => {
-                tracing::warn!(error = %e, "{what}: retrying");
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            Err(e) => return Err(e).context(format!("{what} (gave up after 60 s)")),
         }
     }
 }

@@ -15,8 +15,8 @@ use riskpipe_crds::{KafkaSource, StartupMode};
 use riskpipe_engine::dimensions::Dimensions;
 use riskpipe_engine::{DecisionWriter, Engine};
 
-use super::KafkaArgs;
-use super::clients;
+use super::args::KafkaArgs;
+use super::clients::{self, TXN_TIMEOUT};
 use super::fault;
 use super::identity::Identity;
 use super::watermarks::Watermarks;
@@ -29,8 +29,6 @@ use crate::snapshots::Snapshots;
 use crate::snapshots::layout::partition_dir;
 use crate::state::PartitionState;
 
-/// Timeout of the producer's transaction calls.
-pub(crate) const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Aborted transactions in a row after which the worker gives up (and restarts).
 const MAX_ABORTS_IN_A_ROW: u32 = 5;
 /// Longest time a batch is decided inside one transaction: with the commit's
