@@ -713,3 +713,61 @@ fn restores_fall_back_to_checkpoints() {
     p.assert_decisions(total as usize + 1_000);
     w.terminate();
 }
+
+/// Case 6: a transaction delivered twice (same id, same time) counts once in
+/// the merchant's window in memory as on disk, so a restart — the state read
+/// back from RocksDB — changes no `merchant_avg_amount_7d`.
+#[test]
+fn duplicate_deliveries_count_once_across_a_restart() {
+    let _serial = serial();
+    let p = Pipeline::new("dups", checkpoints);
+    let originals = produce_from(
+        &p.bootstrap,
+        &p.input,
+        GeneratorConfig {
+            users: 200,
+            merchants: 20,
+            rate_per_second: 0,
+            count: 5_000,
+            seed: 38,
+            fraud_ratio: 0.05,
+        },
+        380_000_000,
+        &[],
+    );
+    // Every tenth transaction again, as a producer retry without idempotence would.
+    let producer: rdkafka::producer::BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &p.bootstrap)
+        .create()
+        .unwrap();
+    let again: Vec<&Vec<u8>> = originals.iter().step_by(10).collect();
+    for r in &again {
+        let v: Value = serde_json::from_slice(r).unwrap();
+        send_retrying(&producer, &p.input, &v["user_id"].to_string(), r);
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(30)).unwrap();
+    let state = p.path("state");
+    let (w, _) = p.start(&state, 0, 1, None, &[]);
+    w.terminate_after_all(&p, 5_000);
+    // After the restart the merchants' windows come from RocksDB.
+    p.produce(2_000, 200, 39, &[]);
+    let (w, _) = p.start(&state, 0, 1, None, &[]);
+    let out = read_committed(&p.bootstrap, &p.decisions, 7_000, Duration::from_secs(300));
+    w.terminate();
+    let reference = reference(&p.bootstrap, &p.input);
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for (k, v) in &out {
+        *seen.entry(k.as_str()).or_default() += 1;
+        let r = &reference[k];
+        for f in FEATURES {
+            assert_eq!(
+                v[f], r[f],
+                "transaction {k}: {f} differs from an uninterrupted run"
+            );
+        }
+    }
+    assert_eq!(seen.len(), 7_000);
+    let twice = seen.values().filter(|n| **n == 2).count();
+    assert_eq!(twice, again.len(), "one decision per delivery");
+    assert!(seen.values().all(|n| *n <= 2));
+}
