@@ -402,6 +402,15 @@ pub fn read_committed(
 /// What an uninterrupted run decides: the engine over each partition's records
 /// in offset order (read back from the input topic), one state per partition.
 pub fn reference(bootstrap: &str, topic: &str) -> HashMap<String, Value> {
+    reference_all(bootstrap, topic)
+        .into_iter()
+        .filter_map(|(k, mut v)| v.pop().map(|last| (k, last)))
+        .collect()
+}
+
+/// As [`reference`], with every decision of a transaction_id delivered more
+/// than once, in delivery order.
+pub fn reference_all(bootstrap: &str, topic: &str) -> HashMap<String, Vec<Value>> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", unique("ref"))
@@ -443,17 +452,16 @@ pub fn reference(bootstrap: &str, topic: &str) -> HashMap<String, Value> {
     });
     let writer = riskpipe_worker::engine::DecisionWriter::new("ref", "v1");
     let dims = StaticDimensions::default();
-    let mut out = HashMap::new();
+    let mut out: HashMap<String, Vec<Value>> = HashMap::new();
     for records in by_partition.values() {
         let mut store = MemoryStore::default();
         for (r, ts) in records {
             let input = riskpipe_worker::record::Input::whole(r, *ts);
             if let Ok(tx) = riskpipe_worker::record::parse(&input, &engine) {
                 let d = engine.decide(&tx, &dims, &mut store).unwrap();
-                out.insert(
-                    tx.transaction_id.to_string(),
-                    serde_json::from_str(&writer.to_json(&d)).unwrap(),
-                );
+                out.entry(tx.transaction_id.to_string())
+                    .or_default()
+                    .push(serde_json::from_str(&writer.to_json(&d)).unwrap());
             }
         }
     }
