@@ -52,14 +52,16 @@ pub struct Refusal {
     pub reason: String,
 }
 
-/// What one record became.
+/// What one record became. Handed straight to the caller's callback and
+/// dropped there, so the decision is not boxed: no allocation per record.
+#[allow(clippy::large_enum_variant)]
 pub enum Outcome<'t> {
     /// A decision (its clock fields are left for the caller to set).
     Decided {
         /// The parsed transaction.
         tx: &'t Transaction,
         /// The engine's decision.
-        decision: Box<Decision>,
+        decision: Decision,
     },
     /// A dead letter.
     Refused(Refusal),
@@ -132,13 +134,7 @@ where
         let flow = match parsed {
             Ok(tx) => {
                 let decision = engine.decide(&tx, dims, state)?;
-                each(
-                    i,
-                    Outcome::Decided {
-                        tx: &tx,
-                        decision: Box::new(decision),
-                    },
-                )?
+                each(i, Outcome::Decided { tx: &tx, decision })?
             }
             Err(refusal) => each(i, Outcome::Refused(refusal))?,
         };

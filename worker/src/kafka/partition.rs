@@ -466,7 +466,10 @@ impl PartitionWorker {
                 record::run_batch(engine, dims, &mut self.state, &inputs, |_, _| {
                     Ok::<Flow, anyhow::Error>(Flow::Go)
                 })?;
-                self.state.flush_at(if done { to } else { next })?;
+                if !done {
+                    // The last chunk is written by the flush at `to` below.
+                    self.state.flush_at(next)?;
+                }
                 applied += chunk.len() as u64;
                 metrics.caught_up_records.inc_by(chunk.len() as u64);
                 chunk.clear();
