@@ -702,11 +702,13 @@ pub fn run(
         }
         loop_state.idle_from(Instant::now());
         snapshots.maybe_checkpoint(&owned_states(&workers), args.ordinal, &metrics, &shared)?;
-        publish_partitions(&workers, &shared);
         while let Ok(request) = requests.try_recv() {
             snapshots.savepoint(&owned_states(&workers), &request, &shared);
         }
-        loop_state.report(&workers, &watermarks, &metrics, &shared);
+        // Partition positions go to `/status` once a second, not every cycle.
+        if loop_state.report(&workers, &watermarks, &metrics, &shared) {
+            publish_partitions(&workers, &shared);
+        }
         let count = watermarks.partition_count();
         if count > known_partitions {
             let added = assignment::owned_partitions(count, args.replicas, args.ordinal)

@@ -847,17 +847,18 @@ impl LoopClock {
         self.records += n as u64;
     }
 
-    /// Once a second: rates, lag and busy ratio into `/status` and the metrics.
+    /// Once a second: rates, lag and busy ratio into `/status` and the metrics;
+    /// returns whether it reported this time.
     pub fn report(
         &mut self,
         workers: &[PartitionWorker],
         watermarks: &Watermarks,
         metrics: &WorkerMetrics,
         shared: &Shared,
-    ) {
+    ) -> bool {
         let elapsed = self.last_report.elapsed();
         if elapsed < Duration::from_secs(1) {
-            return;
+            return false;
         }
         let rate = self.records as f64 / elapsed.as_secs_f64();
         let busy = (self.busy.as_secs_f64() / elapsed.as_secs_f64()).min(1.0);
@@ -913,5 +914,6 @@ impl LoopClock {
         self.last_report = Instant::now();
         self.busy = Duration::ZERO;
         self.records = 0;
+        true
     }
 }
