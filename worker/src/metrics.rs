@@ -69,6 +69,9 @@ pub struct WorkerMetrics {
     pub offsets_out_of_range: Family<PartitionLabel, Counter>,
     /// Records whose state was replayed without output on start (catch-up).
     pub caught_up_records: Counter,
+    /// Micro-batches cut short because deciding them took longer than the
+    /// transaction budget (the rest went into the next transaction).
+    pub transactions_cut: Counter,
 }
 
 impl WorkerMetrics {
@@ -94,6 +97,7 @@ impl WorkerMetrics {
             cache_misses: Counter::default(),
             offsets_out_of_range: Family::default(),
             caught_up_records: Counter::default(),
+            transactions_cut: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("riskpipe_worker");
         r.register(
@@ -177,6 +181,11 @@ impl WorkerMetrics {
             "caught_up_records",
             "Records replayed into the state without output on start",
             m.caught_up_records.clone(),
+        );
+        r.register(
+            "transactions_cut",
+            "Micro-batches cut short to keep a transaction within its time budget",
+            m.transactions_cut.clone(),
         );
         m
     }

@@ -774,3 +774,253 @@ fn duplicate_deliveries_count_once_across_a_restart() {
     assert_eq!(twice, again.len(), "one decision per delivery");
     assert!(seen.values().all(|n| *n <= 2));
 }
+
+/// Produces `count` generated transactions (ids offset by `id_base`) into
+/// partition 0 of `topic` only, so one partition holds more than the consumer
+/// prefetches; returns their transaction_ids in offset order.
+fn produce_to_partition_zero(
+    bootstrap: &str,
+    topic: &str,
+    count: u64,
+    id_base: i64,
+) -> Vec<String> {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let generator = riskpipe_worker::local::generator::Generator::new(GeneratorConfig {
+        users: 2_000,
+        merchants: 200,
+        rate_per_second: 0,
+        count,
+        seed: 41,
+        fraud_ratio: 0.05,
+    });
+    let mut ids = Vec::with_capacity(count as usize);
+    for g in generator {
+        let mut v: Value = serde_json::from_slice(&g.json).unwrap();
+        let id = v["transaction_id"].as_i64().unwrap() + id_base;
+        v["transaction_id"] = id.into();
+        let json = serde_json::to_vec(&v).unwrap();
+        let key = v["user_id"].to_string();
+        let mut record = BaseRecord::to(topic)
+            .partition(0)
+            .key(key.as_bytes())
+            .payload(&json);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+        ids.push(id.to_string());
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+    ids
+}
+
+/// Partition 0's `/status` entry.
+fn partition_zero(addr: &str) -> Value {
+    partitions(addr)
+        .into_iter()
+        .find(|p| p["partition"] == 0)
+        .unwrap_or(Value::Null)
+}
+
+/// Case 3, while running: retention passes the position of a running worker
+/// that has fallen behind (its prefetched input drained, the next fetch out of
+/// range). Under `fail` the partition stops with the exact lost range and
+/// decides nothing more; under `earliest` a running partition seeks to the
+/// oldest offset and goes on. Each decided transaction exactly once.
+#[test]
+fn retention_passing_a_running_worker_is_never_skipped_silently() {
+    let _serial = serial();
+    let p = Pipeline::new("retention-live", final_checkpoint_only);
+    let first = produce_to_partition_zero(&p.bootstrap, &p.input, 60_000, 0);
+    let slow = [("RISKPIPE_FAULT_INJECTION", "slow_record:1")];
+    let state = p.path("state");
+    let (w, addr) = p.start(&state, 0, 1, None, &slow);
+    p.wait_progress(&[&addr], 2_000);
+    let lows = delete_records_before(
+        &p.bootstrap,
+        &p.input,
+        |part, low, _| {
+            if part == 0 { 50_000 } else { low }
+        },
+    );
+    assert_eq!(lows[&0], 50_000);
+    wait_for("partition 0 stopped", Duration::from_secs(120), || {
+        partition_zero(&addr)["stopped"].is_string()
+    });
+    let part = partition_zero(&addr);
+    let lost = &part["offsetOutOfRange"];
+    assert_eq!(lost["policy"], "fail", "{part}");
+    assert_eq!(lost["lostTo"].as_i64(), Some(50_000), "{part}");
+    let stopped_at = lost["lostFrom"].as_i64().unwrap();
+    assert!((2_000..50_000).contains(&stopped_at), "{part}");
+    assert_eq!(part["nextOffset"].as_i64(), Some(stopped_at), "{part}");
+    let why = part["stopped"].as_str().unwrap();
+    assert!(
+        why.contains(&format!("partition 0: offsets {stopped_at}..50000")),
+        "the error names the partition and the lost range: {why}"
+    );
+    assert!(
+        why.contains("onOffsetOutOfRange") && why.contains("savepoint"),
+        "{why}"
+    );
+    assert!(metric(&addr, "riskpipe_worker_offsets_out_of_range_total") >= 1.0);
+    // A stopped partition decides nothing more, however long the worker runs on.
+    let still = progress(&addr);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        progress(&addr),
+        still,
+        "a stopped partition makes no progress"
+    );
+    w.terminate();
+    let decided = |want: usize| {
+        let out = read_committed(&p.bootstrap, &p.decisions, want, Duration::from_secs(120));
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for (k, _) in out {
+            *seen.entry(k).or_default() += 1;
+        }
+        seen
+    };
+    let seen = decided(stopped_at as usize);
+    assert!(seen.values().all(|n| *n == 1), "nothing decided twice");
+    // Exactly the records before the stop, none of the lost range.
+    let expected: std::collections::HashSet<&String> =
+        first[..stopped_at as usize].iter().collect();
+    assert_same_ids(&seen, &expected, &first.iter().collect::<Vec<_>>());
+
+    // Accepting the loss: the partition goes on from the oldest offset, and a
+    // second retention pass while it runs moves it to the new oldest offset.
+    edit_manifest(
+        &p.manifest,
+        "startupMode: earliest",
+        "startupMode: earliest\n      onOffsetOutOfRange: earliest",
+    );
+    let second = produce_to_partition_zero(&p.bootstrap, &p.input, 60_000, 100_000_000);
+    let (w, addr) = p.start(&state, 0, 1, None, &slow);
+    p.wait_progress(&[&addr], 52_000);
+    let part = partition_zero(&addr);
+    assert_eq!(
+        part["offsetOutOfRange"]["lostTo"].as_i64(),
+        Some(50_000),
+        "{part}"
+    );
+    delete_records_before(&p.bootstrap, &p.input, |part, low, _| {
+        if part == 0 { 100_000 } else { low }
+    });
+    wait_for(
+        "partition 0 moved past the second lost range",
+        Duration::from_secs(120),
+        || partition_zero(&addr)["offsetOutOfRange"]["lostTo"] == 100_000,
+    );
+    let part = partition_zero(&addr);
+    let lost = &part["offsetOutOfRange"];
+    assert!(part["stopped"].is_null(), "{part}");
+    assert_eq!(lost["policy"], "earliest", "{part}");
+    let skipped_from = lost["lostFrom"].as_i64().unwrap();
+    assert!((52_000..100_000).contains(&skipped_from), "{part}");
+    p.wait_progress(&[&addr], 120_000);
+    w.terminate();
+    let all: Vec<&String> = first.iter().chain(second.iter()).collect();
+    let expected: std::collections::HashSet<&String> = all[..stopped_at as usize]
+        .iter()
+        .chain(all[50_000..skipped_from as usize].iter())
+        .chain(all[100_000..].iter())
+        .copied()
+        .collect();
+    let seen = decided(expected.len());
+    assert!(seen.values().all(|n| *n == 1), "nothing decided twice");
+    assert_same_ids(&seen, &expected, &all);
+}
+
+/// Asserts the decided ids are `expected`, naming the offsets that differ.
+fn assert_same_ids(
+    seen: &HashMap<String, usize>,
+    expected: &std::collections::HashSet<&String>,
+    by_offset: &[&String],
+) {
+    let offset_of: HashMap<&String, usize> = by_offset
+        .iter()
+        .enumerate()
+        .map(|(o, id)| (*id, o))
+        .collect();
+    let mut missing: Vec<usize> = expected
+        .iter()
+        .filter(|id| !seen.contains_key(**id))
+        .map(|id| offset_of[*id])
+        .collect();
+    let mut extra: Vec<usize> = seen
+        .keys()
+        .filter(|id| !expected.contains(id))
+        .map(|id| offset_of.get(id).copied().unwrap_or(usize::MAX))
+        .collect();
+    missing.sort_unstable();
+    extra.sort_unstable();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "decided ids differ: {} missing (offsets {:?} … {:?}), {} extra (offsets {:?} … {:?})",
+        missing.len(),
+        missing.first(),
+        missing.last(),
+        extra.len(),
+        extra.first(),
+        extra.last()
+    );
+}
+
+/// Case 8: a micro-batch that takes longer than the transaction budget to
+/// decide (slow lookups, a huge batch) is cut, so no transaction outlives
+/// `transaction.timeout.ms`; the rest goes first into the next transaction.
+/// A crash between the cut transactions' commits loses and repeats nothing.
+#[test]
+fn a_slow_batch_is_cut_to_keep_its_transaction_within_budget() {
+    let _serial = serial();
+    let p = Pipeline::new("txn-budget", checkpoints);
+    // maxBatchSize 5,000: each partition's whole backlog is one micro-batch.
+    edit_manifest(&p.manifest, "maxBatchSize: 500", "maxBatchSize: 5000");
+    let total = 4_000u64;
+    p.produce(total, 500, 43, &[]);
+    let state = p.path("state");
+    // 2 ms per record, a 150 ms budget: every 500-record batch is cut several times.
+    let (mut w, _) = p.start(
+        &state,
+        0,
+        1,
+        None,
+        &[(
+            "RISKPIPE_FAULT_INJECTION",
+            "slow_record:2,transaction_budget:150,after_commit:12",
+        )],
+    );
+    wait_for(
+        "the crash after the 12th commit",
+        Duration::from_secs(120),
+        || matches!(w.child.try_wait(), Ok(Some(_))),
+    );
+    drop(w);
+    let (w, addr) = p.start(
+        &state,
+        0,
+        1,
+        None,
+        &[(
+            "RISKPIPE_FAULT_INJECTION",
+            "slow_record:2,transaction_budget:150",
+        )],
+    );
+    p.wait_progress(&[&addr], total as i64);
+    let cuts = metric(&addr, "riskpipe_worker_transactions_cut_total");
+    w.terminate();
+    assert!(cuts >= 8.0, "batches were cut ({cuts} cuts)");
+    p.assert_decisions(total as usize);
+}

@@ -314,14 +314,20 @@ fn out_of_range_while_running(
         };
         match w.out_of_range_while_running(watermarks, policy, metrics)? {
             Some(target) => {
+                // A partition whose fetch failed out of range is in an error
+                // state a seek refuses ("Erroneous state"): it is assigned
+                // again, at the offset the policy chose.
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(&source.topic, w.id);
                 consumer
-                    .seek(
-                        &source.topic,
-                        w.id,
-                        Offset::Offset(target),
-                        Duration::from_secs(10),
-                    )
-                    .with_context(|| format!("seeking partition {} to {target}", w.id))?;
+                    .incremental_unassign(&tpl)
+                    .with_context(|| format!("unassigning partition {}", w.id))?;
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition_offset(&source.topic, w.id, Offset::Offset(target))
+                    .with_context(|| format!("partition {} at {target}", w.id))?;
+                consumer
+                    .incremental_assign(&tpl)
+                    .with_context(|| format!("assigning partition {} at {target}", w.id))?;
             }
             None if w.stopped.is_some() => {
                 let mut tpl = TopicPartitionList::new();
@@ -618,6 +624,15 @@ pub fn run(
         let mut open = Vec::new();
         for (i, worker) in workers.iter_mut().enumerate() {
             let mut batch = fetched.take(i);
+            // A stopped partition decides nothing of what was fetched before it
+            // stopped; after a seek (onOffsetOutOfRange) records fetched before
+            // it are behind the partition's position and dropped.
+            if worker.stopped.is_some() {
+                continue;
+            }
+            if let Some(next) = worker.next_offset() {
+                batch.retain(|p| p.offset() >= next);
+            }
             if batch.is_empty() {
                 continue;
             }

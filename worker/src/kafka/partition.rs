@@ -508,6 +508,7 @@ impl PartitionWorker {
         metrics: &WorkerMetrics,
     ) -> Result<Vec<Polled>> {
         fault::point("before_produce");
+        let budget = fault::override_ms("transaction_budget").unwrap_or(PRODUCE_BUDGET);
         let inputs: Vec<Input<'_>> = batch.iter().map(Polled::input).collect();
         let mut json = Vec::with_capacity(2048);
         let mut key = String::with_capacity(24);
@@ -527,6 +528,7 @@ impl PartitionWorker {
                 }
             };
             let p = &batch[i];
+            fault::slow("record");
             metrics.records_in.inc();
             match outcome {
                 Outcome::Decided { tx, mut decision } => {
@@ -573,7 +575,7 @@ impl PartitionWorker {
             }
             metrics.records_out.inc();
             handled = i + 1;
-            Ok(if started.elapsed() >= PRODUCE_BUDGET {
+            Ok(if started.elapsed() >= budget {
                 Flow::Stop
             } else {
                 Flow::Go
@@ -592,6 +594,7 @@ impl PartitionWorker {
             Vec::new()
         };
         if !rest.is_empty() {
+            metrics.transactions_cut.inc();
             tracing::warn!(
                 partition = id,
                 decided = handled,
