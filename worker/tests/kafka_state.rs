@@ -806,19 +806,13 @@ fn produce_to_partition_zero(
         v["transaction_id"] = id.into();
         let json = serde_json::to_vec(&v).unwrap();
         let key = v["user_id"].to_string();
-        let mut record = BaseRecord::to(topic)
-            .partition(0)
-            .key(key.as_bytes())
-            .payload(&json);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    record = back;
-                    producer.poll(Duration::from_millis(10));
-                }
-            }
-        }
+        send_record_retrying(
+            &producer,
+            BaseRecord::to(topic)
+                .partition(0)
+                .key(key.as_bytes())
+                .payload(&json[..]),
+        );
         ids.push(id.to_string());
     }
     producer.flush(Duration::from_secs(60)).unwrap();

@@ -122,8 +122,19 @@ fn rescale_two_four_two_with_kill_nine_over_a_million_users() {
     w0.terminate();
     w1.terminate();
     assert_exactly_once_and_equal(&out, &reference(&bootstrap, &input));
-    for o in 2..4 {
+    // After 4 → 2 each remaining volume holds exactly the partitions its worker
+    // owns now (p % 2): the folders of partitions that moved away are gone.
+    for o in 0..2u32 {
         let folder = dir.path().join(format!("state-{o}"));
-        assert!(folder.exists(), "worker {o}'s volume is kept");
+        let mut held: Vec<i32> = std::fs::read_dir(&folder)
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                name.strip_prefix("partition-")?.parse().ok()
+            })
+            .collect();
+        held.sort_unstable();
+        let owned: Vec<i32> = (0..8).filter(|p| p % 2 == o as i32).collect();
+        assert_eq!(held, owned, "worker {o}'s volume after 4 → 2");
     }
 }

@@ -81,7 +81,16 @@ pub fn admin_call<F: std::future::Future>(request: impl FnOnce(&AdminOptions) ->
 
 /// Sends one record, waiting while the producer's queue is full.
 pub fn send_retrying(producer: &BaseProducer, topic: &str, key: &str, payload: &[u8]) {
-    let mut rec = BaseRecord::to(topic).key(key.as_bytes()).payload(payload);
+    send_record_retrying(
+        producer,
+        BaseRecord::to(topic).key(key.as_bytes()).payload(payload),
+    );
+}
+
+/// Sends one prepared record (e.g. to a chosen partition), waiting while the
+/// producer's queue is full.
+pub fn send_record_retrying(producer: &BaseProducer, record: BaseRecord<'_, [u8], [u8]>) {
+    let mut rec = record;
     loop {
         match producer.send(rec) {
             Ok(()) => return,
