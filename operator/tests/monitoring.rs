@@ -150,7 +150,10 @@ fn the_rules_pass_promtool_and_every_alert_fires_in_its_test_case() {
         .map(|a| a["alert"].as_str().unwrap())
         .collect();
     let untested: Vec<_> = names.difference(&fired).collect();
-    assert!(untested.is_empty(), "alerts without a firing case: {untested:?}");
+    assert!(
+        untested.is_empty(),
+        "alerts without a firing case: {untested:?}"
+    );
     // The seed's AutoOps checks and alert windows, the issue's operational alerts.
     for name in [
         "RiskpipeThroughputLow",
@@ -258,14 +261,16 @@ fn the_plain_copies_in_deploy_equal_the_chart() {
     .unwrap();
     assert_eq!(cm["metadata"]["labels"]["grafana_dashboard"], "1");
     let in_cm: Value = serde_json::from_str(cm["data"]["riskpipe.json"].as_str().unwrap()).unwrap();
-    let file: Value = serde_json::from_str(&read("charts/riskpipe/dashboards/riskpipe.json")).unwrap();
+    let file: Value =
+        serde_json::from_str(&read("charts/riskpipe/dashboards/riskpipe.json")).unwrap();
     assert_eq!(in_cm, file);
 }
 
 /// Every query of the dashboard, with Grafana's variables replaced by what Grafana
 /// sends for "All".
 pub fn dashboard_queries() -> Vec<(String, String)> {
-    let dash: Value = serde_json::from_str(&read("charts/riskpipe/dashboards/riskpipe.json")).unwrap();
+    let dash: Value =
+        serde_json::from_str(&read("charts/riskpipe/dashboards/riskpipe.json")).unwrap();
     dash["panels"]
         .as_array()
         .unwrap()
@@ -302,12 +307,17 @@ fn every_dashboard_query_parses_and_the_issue_panels_are_there() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("queries.yaml"),
-        yaml_serde::to_string(&serde_json::json!({ "groups": [{ "name": "dashboard", "rules": rules }] }))
-            .unwrap(),
+        yaml_serde::to_string(
+            &serde_json::json!({ "groups": [{ "name": "dashboard", "rules": rules }] }),
+        )
+        .unwrap(),
     )
     .unwrap();
     let out = promtool(&["check", "rules", "queries.yaml"], dir.path());
-    assert!(out.contains(&format!("SUCCESS: {} rules found", queries.len())), "{out}");
+    assert!(
+        out.contains(&format!("SUCCESS: {} rules found", queries.len())),
+        "{out}"
+    );
     let titles: BTreeSet<&str> = queries.iter().map(|(t, _)| t.as_str()).collect();
     for panel in [
         "Throughput",
