@@ -201,6 +201,9 @@ fn thresholds_come_from_the_values() {
         "prometheusRule.thresholds.minTps=250",
         "--set",
         "prometheusRule.for.errorRate=2m",
+        // `--set` passes decimals as strings: the schema takes numeric strings.
+        "--set",
+        "prometheusRule.thresholds.errorRatio=0.02",
         "--show-only",
         "templates/prometheusrule.yaml",
     ]))
@@ -217,6 +220,10 @@ fn thresholds_come_from_the_values() {
         "riskpipe:records_in:rate5m < 250"
     );
     assert_eq!(find("RiskpipeErrorRateHigh")["for"], "2m");
+    assert_eq!(
+        find("RiskpipeErrorRateHigh")["expr"],
+        "riskpipe:error_ratio:rate5m > 0.02"
+    );
 }
 
 #[test]
