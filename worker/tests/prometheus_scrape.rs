@@ -1,5 +1,5 @@
 //! A real Prometheus scrapes two real workers (Kafka mode, the real broker) while
-//! transactions and malformed records flow: every worker query of the Grafana
+//! transactions and malformed records (2.9 %) flow: every worker query of the Grafana
 //! dashboard returns data, the error ratio Prometheus computes matches the share of
 //! malformed records produced, and the chart's error-rate alert fires in Prometheus.
 //!
@@ -174,15 +174,15 @@ fn prometheus_scrapes_workers_every_dashboard_query_has_data_and_the_error_alert
         &dir.path().join("checkpoints"),
     );
 
-    // 100 transactions and 5 malformed records every 0.5 s: 5/105 = 4.8 % errors,
-    // above the 1 % alert, below the 5 % restart level.
+    // 100 transactions and 3 malformed records every 0.5 s: 3/103 = 2.9 % errors,
+    // above the 1 % alert, well below the 5 % restart level.
     let stop = Arc::new(AtomicBool::new(false));
     let producer = {
         let (stop, bootstrap, input) = (stop.clone(), bootstrap.clone(), input.clone());
         std::thread::spawn(move || {
             let mut round = 0;
             while !stop.load(Ordering::Relaxed) {
-                let bad: [&[u8]; 5] = [b"not json", b"{", b"[]", b"{\"x\":", b"nope"];
+                let bad: [&[u8]; 3] = [b"not json", b"{", b"nope"];
                 produce_from(
                     &bootstrap,
                     &input,
@@ -257,21 +257,37 @@ fn prometheus_scrapes_workers_every_dashboard_query_has_data_and_the_error_alert
         Duration::from_secs(120),
         || !query(&prom, firing).is_empty(),
     );
-    let ratio = query(&prom, "riskpipe:error_ratio:rate5m{pipeline=\"prom\"}");
-    let value: f64 = ratio[0]["value"][1].as_str().unwrap().parse().unwrap();
-    assert!(
-        (0.02..0.08).contains(&value),
-        "error ratio {value}, produced 5/105"
+    // The recorded ratio reaches the produced share once a few scrapes are in (the
+    // first ones extrapolate series that appeared mid-range).
+    let mut value = 0.0;
+    wait_for(
+        "the recorded error ratio is the produced 3/103",
+        Duration::from_secs(60),
+        || {
+            let ratio = query(&prom, "riskpipe:error_ratio:rate5m{pipeline=\"prom\"}");
+            value = ratio
+                .first()
+                .and_then(|r| r["value"][1].as_str())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            (0.02..0.04).contains(&value)
+        },
     );
-    // Below the restart level: that alert stays quiet.
-    assert!(
-        query(
-            &prom,
-            "ALERTS{alertname=\"RiskpipeErrorRateRestart\", alertstate=\"firing\"}"
-        )
-        .is_empty()
-            || value > 0.05
+    // Below the restart level (5 %): once the first scrapes' extrapolation has
+    // passed, the high-error alert fires and the restart alert does not.
+    wait_for(
+        "RiskpipeErrorRateHigh firing without RiskpipeErrorRateRestart",
+        Duration::from_secs(60),
+        || {
+            !query(&prom, firing).is_empty()
+                && query(
+                    &prom,
+                    "ALERTS{alertname=\"RiskpipeErrorRateRestart\", alertstate=\"firing\"}",
+                )
+                .is_empty()
+        },
     );
+    assert!(value > 0.0);
     stop.store(true, Ordering::Relaxed);
     producer.join().unwrap();
 }
