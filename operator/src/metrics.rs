@@ -9,12 +9,64 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
+use riskpipe_crds::{RiskPipelineStatus, status::condition_types as ct};
 use tokio_util::sync::CancellationToken;
 
 /// Label of a failed reconcile: what kind of step failed (a bounded set).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
     kind: &'static str,
+}
+
+/// A pipeline (bounded by the pipelines that exist; removed when one is deleted).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PipelineLabels {
+    namespace: String,
+    pipeline: String,
+}
+
+/// One condition type of a pipeline (the CRD's five types).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConditionLabels {
+    namespace: String,
+    pipeline: String,
+    condition: String,
+}
+
+/// An Event the operator published about a pipeline (bounded: the operator's
+/// CamelCase reasons).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    namespace: String,
+    pipeline: String,
+    reason: &'static str,
+    #[prometheus(flatten)]
+    kind: EventKind,
+}
+
+/// Normal or Warning.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventKind {
+    r#type: &'static str,
+}
+
+/// The condition types a pipeline's gauges are kept for.
+const CONDITION_TYPES: [&str; 5] = [
+    ct::READY,
+    ct::PROGRESSING,
+    ct::DEGRADED,
+    ct::SCALING,
+    ct::CHECKPOINT_HEALTHY,
+];
+
+/// What the operator knows of each pipeline, from the status it writes.
+#[derive(Clone, Default)]
+struct PipelineMetrics {
+    conditions: Family<ConditionLabels, Gauge>,
+    replicas: Family<PipelineLabels, Gauge>,
+    ready_replicas: Family<PipelineLabels, Gauge>,
+    checkpoint_time: Family<PipelineLabels, Gauge>,
+    events: Family<EventLabels, Counter>,
 }
 
 /// The operator's metrics; cheap to clone, shared by every reconcile.
@@ -25,6 +77,7 @@ pub struct Metrics {
     invalid: Counter,
     duration: Histogram,
     leader: Gauge,
+    pipelines: PipelineMetrics,
     registry: Arc<Registry>,
 }
 
@@ -57,12 +110,39 @@ impl Default for Metrics {
             "1 while this replica holds the leader Lease",
             leader.clone(),
         );
+        let pipelines = PipelineMetrics::default();
+        registry.register(
+            "pipeline_condition",
+            "1 while the pipeline's condition (Ready, Degraded, Scaling, ...) is True",
+            pipelines.conditions.clone(),
+        );
+        registry.register(
+            "pipeline_replicas",
+            "Workers the pipeline's StatefulSet asks for",
+            pipelines.replicas.clone(),
+        );
+        registry.register(
+            "pipeline_ready_replicas",
+            "Workers ready",
+            pipelines.ready_replicas.clone(),
+        );
+        registry.register(
+            "pipeline_checkpoint_timestamp_seconds",
+            "Unix time of the pipeline's last completed checkpoint (as in its status)",
+            pipelines.checkpoint_time.clone(),
+        );
+        registry.register(
+            "events",
+            "Events published about a pipeline, by reason (Scaled, Restarted, SavepointFailed, ...)",
+            pipelines.events.clone(),
+        );
         Self {
             reconciles,
             failures,
             invalid,
             duration,
             leader,
+            pipelines,
             registry: Arc::new(registry),
         }
     }
@@ -105,11 +185,76 @@ impl Metrics {
         self.leader.set(i64::from(leader));
     }
 
+    /// Records the status just written for pipeline `namespace/name`.
+    pub fn pipeline_status(&self, namespace: &str, name: &str, status: &RiskPipelineStatus) {
+        let p = &self.pipelines;
+        let at = pipeline(namespace, name);
+        for c in &status.conditions {
+            p.conditions
+                .get_or_create(&ConditionLabels {
+                    namespace: namespace.to_owned(),
+                    pipeline: name.to_owned(),
+                    condition: c.type_.clone(),
+                })
+                .set(i64::from(c.status == "True"));
+        }
+        p.replicas
+            .get_or_create(&at)
+            .set(i64::from(status.replicas));
+        p.ready_replicas
+            .get_or_create(&at)
+            .set(i64::from(status.ready_replicas));
+        if let Some(c) = &status.last_checkpoint {
+            p.checkpoint_time
+                .get_or_create(&at)
+                .set(c.completed_at.0.as_second());
+        }
+    }
+
+    /// Counts an Event published about pipeline `namespace/name`.
+    pub fn event(&self, namespace: &str, name: &str, reason: &'static str, warning: bool) {
+        self.pipelines
+            .events
+            .get_or_create(&EventLabels {
+                namespace: namespace.to_owned(),
+                pipeline: name.to_owned(),
+                reason,
+                kind: EventKind {
+                    r#type: if warning { "Warning" } else { "Normal" },
+                },
+            })
+            .inc();
+    }
+
+    /// Drops the gauges of a deleted pipeline (its Event counts stay until the
+    /// operator restarts, so an increase over the deletion still shows).
+    pub fn forget_pipeline(&self, namespace: &str, name: &str) {
+        let p = &self.pipelines;
+        let at = pipeline(namespace, name);
+        p.replicas.remove(&at);
+        p.ready_replicas.remove(&at);
+        p.checkpoint_time.remove(&at);
+        for condition in CONDITION_TYPES {
+            p.conditions.remove(&ConditionLabels {
+                namespace: namespace.to_owned(),
+                pipeline: name.to_owned(),
+                condition: condition.to_owned(),
+            });
+        }
+    }
+
     /// The metrics in the Prometheus text format.
     pub fn render(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
         encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+fn pipeline(namespace: &str, name: &str) -> PipelineLabels {
+    PipelineLabels {
+        namespace: namespace.to_owned(),
+        pipeline: name.to_owned(),
     }
 }
 
@@ -171,5 +316,45 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("riskpipe_operator_leader 1"), "{text}");
+    }
+
+    #[test]
+    fn renders_pipeline_conditions_and_events_and_forgets_a_deleted_pipeline() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+        let m = Metrics::default();
+        let at = Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap());
+        let cond = |t: &str, s: &str| Condition {
+            type_: t.into(),
+            status: s.into(),
+            reason: "R".into(),
+            message: String::new(),
+            last_transition_time: at.clone(),
+            observed_generation: None,
+        };
+        let status = RiskPipelineStatus {
+            conditions: vec![cond("Ready", "True"), cond("Degraded", "False")],
+            replicas: 3,
+            ready_replicas: 2,
+            ..Default::default()
+        };
+        m.pipeline_status("risk", "payments", &status);
+        m.event("risk", "payments", "Scaled", false);
+        m.event("risk", "payments", "SavepointFailed", true);
+        let text = m.render().unwrap();
+        for line in [
+            r#"riskpipe_operator_pipeline_condition{namespace="risk",pipeline="payments",condition="Ready"} 1"#,
+            r#"riskpipe_operator_pipeline_condition{namespace="risk",pipeline="payments",condition="Degraded"} 0"#,
+            r#"riskpipe_operator_pipeline_replicas{namespace="risk",pipeline="payments"} 3"#,
+            r#"riskpipe_operator_pipeline_ready_replicas{namespace="risk",pipeline="payments"} 2"#,
+            r#"riskpipe_operator_events_total{namespace="risk",pipeline="payments",reason="Scaled",type="Normal"} 1"#,
+            r#"riskpipe_operator_events_total{namespace="risk",pipeline="payments",reason="SavepointFailed",type="Warning"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        m.forget_pipeline("risk", "payments");
+        let text = m.render().unwrap();
+        assert!(!text.contains("pipeline_condition{"), "{text}");
+        assert!(!text.contains("pipeline_replicas{"), "{text}");
+        assert!(text.contains("reason=\"Scaled\""), "{text}");
     }
 }

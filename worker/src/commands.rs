@@ -16,6 +16,7 @@ use crate::local::generator::{Generator, GeneratorConfig};
 use crate::local::report::RunStats;
 use crate::local::source::LocalSource;
 use crate::local::{LocalPipeline, LocalSinks, RunOptions, StateDir, WithInlineLists};
+use crate::monitoring::MonitoringFiles;
 use crate::output::JsonLines;
 use crate::pipeline_config::engine_config;
 use crate::state::{self, PartitionState};
@@ -223,6 +224,7 @@ pub fn run(args: &RunArgs) -> Result<RunStats> {
             dead_letters: dead_letter_output(dead_path, &decisions_path)?,
             source_name: source_name(&spec.source),
             audit: local_audit(&pipeline, &base, &args.secrets_dir)?,
+            monitoring: MonitoringFiles::beside(&decisions_path, &spec.monitoring)?,
         },
         engine: Engine::new(cfg),
         dims,
@@ -338,6 +340,7 @@ pub fn replay(args: &ReplayArgs) -> Result<RunStats> {
             dead_letters: dead_letter_output(args.dead_letters.clone(), &args.out)?,
             source_name: args.transactions.display().to_string(),
             audit: None,
+            monitoring: MonitoringFiles::beside(&args.out, &pipeline.spec.monitoring)?,
         },
         engine: Engine::new(cfg),
         dims: with_lists(dims, &pipeline),

@@ -8,6 +8,7 @@ pub mod http;
 pub mod kafka;
 pub mod local;
 pub mod metrics;
+pub mod monitoring;
 pub mod output;
 pub mod pipeline_config;
 pub mod record;

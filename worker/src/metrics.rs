@@ -46,12 +46,15 @@ pub struct WorkerMetrics {
     pub end_to_end_latency: Histogram,
     /// Record read → decided, seconds.
     pub in_worker_latency: Histogram,
-    /// One partition transaction's offsets + commit, seconds.
+    /// A cycle's transactions (offsets + commit, partitions in parallel), seconds.
     pub commit_duration: Histogram,
     /// Records per committed partition transaction.
     pub batch_records: Histogram,
     /// Records behind the partition's high watermark.
     pub lag: Family<PartitionLabel, Gauge>,
+    /// The owned partitions' lag divided by the worker's recent rate, seconds:
+    /// how long the backlog takes to drain at the current speed.
+    pub lag_seconds: Gauge<f64, AtomicU64>,
     /// Share of wall time spent processing (0..1).
     pub busy_ratio: Gauge<f64, AtomicU64>,
     /// Duration of the last checkpoint, seconds.
@@ -89,6 +92,7 @@ impl WorkerMetrics {
             commit_duration: latency(),
             batch_records: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
             lag: Family::default(),
+            lag_seconds: Gauge::default(),
             busy_ratio: Gauge::default(),
             checkpoint_duration: Gauge::default(),
             checkpoint_size: Gauge::default(),
@@ -133,7 +137,7 @@ impl WorkerMetrics {
         );
         r.register(
             "transaction_commit_seconds",
-            "Adding the input offsets to a partition's transaction and committing it",
+            "Adding the input offsets to a cycle's partition transactions and committing them",
             m.commit_duration.clone(),
         );
         r.register(
@@ -145,6 +149,11 @@ impl WorkerMetrics {
             "lag_records",
             "Records behind the high watermark",
             m.lag.clone(),
+        );
+        r.register(
+            "lag_seconds",
+            "Owned partitions' lag at the worker's recent rate (time to drain the backlog)",
+            m.lag_seconds.clone(),
         );
         r.register(
             "busy_ratio",

@@ -126,6 +126,9 @@ impl Context {
     /// Publishes an Event about `rp` (failures are logged: an Event is never worth a
     /// failed reconcile).
     pub async fn publish(&self, rp: &RiskPipeline, note: &Note, action: &str) {
+        let ns = rp.namespace().unwrap_or_default();
+        self.metrics
+            .event(&ns, &rp.name_any(), note.reason, note.warning);
         let event = KubeEvent {
             type_: if note.warning {
                 EventType::Warning
@@ -169,6 +172,7 @@ pub async fn reconcile(rp: Arc<RiskPipeline>, ctx: Arc<Context>) -> Result<Actio
         match event {
             Finalizer::Apply(rp) => apply(&rp, &ctx).await,
             Finalizer::Cleanup(rp) => {
+                ctx.metrics.forget_pipeline(&ns, &rp.name_any());
                 let note = lifecycle::note::normal(
                     "Deleted",
                     "the pipeline is deleted; its workers, volumes and configuration go with it (owner references)",
@@ -310,6 +314,8 @@ async fn apply(rp: &RiskPipeline, ctx: &Context) -> Result<Action, Error> {
         now,
     });
     write_status(ctx, rp, &next).await?;
+    ctx.metrics
+        .pipeline_status(&rp.namespace().unwrap_or_default(), &name, &next);
     Ok(Action::requeue(
         if decision.progressing()
             || decision.ops.watching

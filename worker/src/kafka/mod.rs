@@ -691,6 +691,11 @@ pub fn run(
                 })
                 .collect()
         });
+        if !open.is_empty() {
+            metrics
+                .commit_duration
+                .observe(produced_at.elapsed().as_secs_f64());
+        }
         tracing::debug!(
             records = open.iter().map(|(_, b, _)| b.len()).sum::<usize>(),
             transactions = open.len(),

@@ -910,6 +910,7 @@ impl LoopClock {
             } else {
                 0.0
             };
+            metrics.lag_seconds.set(st.lag_seconds);
             // Over the last minute; aborted transactions count as errors.
             st.error_rate = errors as f64 / inputs.max(1) as f64;
         }

@@ -17,6 +17,7 @@ use riskpipe_engine::{Decision, DecisionWriter, Engine, Transaction};
 use crate::audit::AuditWriter;
 use crate::local::report::RunStats;
 use crate::local::source::{LocalSource, RawRecord, SourceError};
+use crate::monitoring::MonitoringFiles;
 use crate::output::{DeadLetter, JsonLines, OutputError};
 use crate::record::{self, Flow, Input, Outcome, Refusal};
 use crate::state::{PartitionState, StateError};
@@ -159,10 +160,16 @@ impl LocalPipeline {
                             stats.latency.record(latency);
                             stats.count_decision(decision.final_decision, raw.label, raw.labelled);
                             sinks.decision(&decision, tx, &mut json)?;
+                            if let Some(m) = &mut sinks.monitoring {
+                                m.decision(&decision, record::now_ms())?;
+                            }
                         }
                         Outcome::Refused(refusal) => {
                             stats.count_dead_letter(refusal.kind);
                             sinks.dead_letter(&mut json, &raw.bytes, &refusal, raw.position)?;
+                            if let Some(m) = &mut sinks.monitoring {
+                                m.error(record::now_ms());
+                            }
                         }
                     }
                     Ok(Flow::Go)
@@ -215,6 +222,8 @@ pub struct LocalSinks {
     pub source_name: String,
     /// Audit records (SPEC §10) and where they go, when on.
     pub audit: Option<(AuditWriter, JsonLines)>,
+    /// SPEC §9 window and alert records beside the decisions, when they go to a file.
+    pub monitoring: Option<MonitoringFiles>,
 }
 
 impl LocalSinks {
@@ -261,6 +270,9 @@ impl LocalSinks {
     }
 
     fn flush(&mut self) -> Result<(), RunError> {
+        if let Some(m) = &mut self.monitoring {
+            m.finish()?;
+        }
         self.decisions.flush()?;
         self.dead_letters.flush()?;
         if let Some((_, out)) = &mut self.audit {
