@@ -159,6 +159,9 @@ impl LocalPipeline {
                             stats.latency.record(latency);
                             stats.count_decision(decision.final_decision, raw.label, raw.labelled);
                             sinks.decision(&decision, tx, &mut json)?;
+                            if let Some(f) = &mut sinks.features {
+                                f.write(&decision, raw.labelled.then_some(raw.label.is_some()))?;
+                            }
                         }
                         Outcome::Refused(refusal) => {
                             stats.count_dead_letter(refusal.kind);
@@ -215,6 +218,8 @@ pub struct LocalSinks {
     pub source_name: String,
     /// Audit records (SPEC §10) and where they go, when on.
     pub audit: Option<(AuditWriter, JsonLines)>,
+    /// Model features per decision (`--features-out`), when on.
+    pub features: Option<crate::feature_dump::FeatureDump>,
 }
 
 impl LocalSinks {
@@ -265,6 +270,9 @@ impl LocalSinks {
         self.dead_letters.flush()?;
         if let Some((_, out)) = &mut self.audit {
             out.flush()?;
+        }
+        if let Some(f) = &mut self.features {
+            f.flush()?;
         }
         Ok(())
     }
