@@ -67,7 +67,9 @@ impl FeatureDump {
 
 fn push_float(o: &mut Vec<u8>, v: Option<f64>) {
     match v {
-        Some(f) if f.is_finite() => o.extend_from_slice(ryu::Buffer::new().format_finite(f).as_bytes()),
+        Some(f) if f.is_finite() => {
+            o.extend_from_slice(ryu::Buffer::new().format_finite(f).as_bytes())
+        }
         _ => o.extend_from_slice(b"null"),
     }
 }

@@ -4,6 +4,7 @@
 //! generator's labelled features, the worker serves each, and onnxruntime scores
 //! the same 10,000 rows: equal within 1e-5. Bad model files fail at start with a
 //! message naming the cause.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,7 +23,10 @@ fn python() -> String {
         "venv.sh: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).expect("utf8").trim().to_owned()
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .trim()
+        .to_owned()
 }
 
 fn manifest(dir: &Path, name: &str, count: u32, seed: u32, ml: &str) -> PathBuf {
@@ -62,7 +66,11 @@ fn worker_equals_onnxruntime_and_bad_models_are_refused() {
     let d = dir.path();
     let train_features = d.join("train.features.jsonl");
     let out = worker_run(&manifest(d, "history", 40_000, 3, ""), &train_features);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report = check(
         Command::new(&py)
             .arg(root().join("tools/train/train.py"))
@@ -82,7 +90,11 @@ fn worker_equals_onnxruntime_and_bad_models_are_refused() {
         let ml = format!("  ml:\n    model: {{file: {}}}\n", model.display());
         let features = d.join(format!("{kind}.features.jsonl"));
         let out = worker_run(&manifest(d, kind, 10_000, 11, &ml), &features);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let parity = check(
             Command::new(&py)
                 .arg(root().join("tools/train/parity.py"))
@@ -93,13 +105,19 @@ fn worker_equals_onnxruntime_and_bad_models_are_refused() {
                 .args(["--rows", "10000", "--tolerance", "1e-5"]),
         );
         println!("{parity}");
-        let decisions = std::fs::read_to_string(d.join(format!("{kind}.decisions.jsonl")))
-            .expect("decisions");
+        let decisions =
+            std::fs::read_to_string(d.join(format!("{kind}.decisions.jsonl"))).expect("decisions");
         let first = decisions.lines().next().expect("a decision");
-        assert!(first.contains(&format!("\"ml_model\":\"{kind}\"")), "{first}");
+        assert!(
+            first.contains(&format!("\"ml_model\":\"{kind}\"")),
+            "{first}"
+        );
         assert!(first.contains("\"ml_model_version\":\""), "{first}");
         if kind == "linear" {
-            assert!(first.contains("\"ml_top_features\":[{\"feature\":"), "{first}");
+            assert!(
+                first.contains("\"ml_top_features\":[{\"feature\":"),
+                "{first}"
+            );
         }
     }
 
@@ -110,7 +128,10 @@ fn worker_equals_onnxruntime_and_bad_models_are_refused() {
     let out = worker_run(&manifest(d, "garbage", 10, 1, &ml), &d.join("g.jsonl"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("not a readable ONNX model") && err.contains("garbage.onnx"), "{err}");
+    assert!(
+        err.contains("not a readable ONNX model") && err.contains("garbage.onnx"),
+        "{err}"
+    );
 
     // A model whose inputs name a feature riskpipe does not have.
     let renamed = d.join("renamed.onnx");
@@ -124,7 +145,8 @@ fn worker_equals_onnxruntime_and_bad_models_are_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
-        err.contains("'shoe_size', which is not a riskpipe feature") && err.contains("spec.ml.model.file"),
+        err.contains("'shoe_size', which is not a riskpipe feature")
+            && err.contains("spec.ml.model.file"),
         "{err}"
     );
 }

@@ -312,9 +312,7 @@ impl ModelFeatures {
         let opt = |v: Option<f64>| v.unwrap_or(f64::NAN);
         let prior_count = x.feature_count.saturating_sub(1);
         let prior_avg = (prior_count > 0).then(|| {
-            (x.feature_cents - i128::from(x.amount_cents)) as f64
-                / f64::from(prior_count)
-                / 100.0
+            (x.feature_cents - i128::from(x.amount_cents)) as f64 / f64::from(prior_count) / 100.0
         });
         let ratio = |den: Option<f64>| match den {
             Some(d) if d > 0.0 => c.amount / d,

@@ -34,7 +34,9 @@ pub use timefmt::Zone;
 pub use transaction::{InvalidRecord, Transaction, parse_transaction};
 
 use decision::ModelScore;
-use features::{ExtraInputs, MlFeatures, ModelContext, ModelFeatures, mean_and_stddev, risk_category};
+use features::{
+    ExtraInputs, MlFeatures, ModelContext, ModelFeatures, mean_and_stddev, risk_category,
+};
 use merchant::MerchantEntry;
 use rules::{Blacklist, DecisionInputs, Geo};
 use window::{Entry, value_hash};

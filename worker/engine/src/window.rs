@@ -101,7 +101,12 @@ impl DistinctAgg {
         if hash == 0 {
             return None;
         }
-        Some(self.counts.iter().find(|(h, _)| *h == hash).map_or(0, |(_, n)| *n))
+        Some(
+            self.counts
+                .iter()
+                .find(|(h, _)| *h == hash)
+                .map_or(0, |(_, n)| *n),
+        )
     }
     /// Distinct values present.
     pub fn distinct(&self) -> u32 {

@@ -256,7 +256,10 @@ pub fn compile(graph: &GraphProto, inputs: &[(String, Vec<usize>)]) -> Result<Pl
                 .ok_or_else(|| format!("{what} reads '{name}', which is no computed value"))
         };
         let mut alloc = |w: usize| {
-            let s = Slot { at: width, width: w };
+            let s = Slot {
+                at: width,
+                width: w,
+            };
             width += w;
             s
         };
@@ -299,11 +302,15 @@ pub fn compile(graph: &GraphProto, inputs: &[(String, Vec<usize>)]) -> Result<Pl
             }
             "Imputer" => {
                 let i = input(0)?;
-                let replaced = a.by_name.get("replaced_value_float").map_or(f32::NAN, |x| x.f);
+                let replaced = a
+                    .by_name
+                    .get("replaced_value_float")
+                    .map_or(f32::NAN, |x| x.f);
                 if !replaced.is_nan() {
                     return Err(format!("{what}: only NaN can be imputed"));
                 }
-                let values = broadcast(&a.floats_or_tensor("imputed_value_floats")?, i.width, &what)?;
+                let values =
+                    broadcast(&a.floats_or_tensor("imputed_value_floats")?, i.width, &what)?;
                 let out = alloc(i.width);
                 out_aligned = aligned.get(&node.inputs[0]).cloned();
                 steps.push(Step::Impute(i, values, out));
@@ -377,7 +384,8 @@ pub fn compile(graph: &GraphProto, inputs: &[(String, Vec<usize>)]) -> Result<Pl
             "TreeEnsembleClassifier" | "TreeEnsembleRegressor" => {
                 let i = input(0)?;
                 let classifier = node.op_type == "TreeEnsembleClassifier";
-                let ensemble = TreeEnsemble::new(&a, classifier).map_err(|e| format!("{what}: {e}"))?;
+                let ensemble =
+                    TreeEnsemble::new(&a, classifier).map_err(|e| format!("{what}: {e}"))?;
                 if ensemble.max_feature >= i.width {
                     return Err(format!(
                         "{what} reads feature {} of an input of {}",
@@ -412,7 +420,10 @@ pub fn compile(graph: &GraphProto, inputs: &[(String, Vec<usize>)]) -> Result<Pl
                     _ => return Err(format!("{what}: the weights must be a 2-D constant")),
                 };
                 if k != i.width {
-                    return Err(format!("{what}: weights of {k} rows for {} inputs", i.width));
+                    return Err(format!(
+                        "{what}: weights of {k} rows for {} inputs",
+                        i.width
+                    ));
                 }
                 let layer = Linear {
                     weights: (0..n)

@@ -69,8 +69,11 @@ pub struct Prediction {
 /// How many contributing features a decision carries.
 pub const TOP_FEATURES: usize = 3;
 
+/// The value buffer and the contributions of one evaluation.
+type Scratch = (Vec<f32>, Vec<(usize, f32)>);
+
 thread_local! {
-    static SCRATCH: RefCell<(Vec<f32>, Vec<(usize, f32)>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    static SCRATCH: RefCell<Scratch> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
 impl OnnxModel {
@@ -78,7 +81,8 @@ impl OnnxModel {
     /// decisions; the version is the first 16 hex digits of the file's SHA-256-free
     /// content hash (xxh3-128).
     pub fn from_bytes(name: &str, bytes: &[u8]) -> Result<OnnxModel, String> {
-        let model = proto::decode_model(bytes).map_err(|e| format!("not a readable ONNX model: {e}"))?;
+        let model =
+            proto::decode_model(bytes).map_err(|e| format!("not a readable ONNX model: {e}"))?;
         let graph = &model.graph;
         let initializers: ahash::AHashSet<&str> =
             graph.initializers.iter().map(|t| t.name.as_str()).collect();
@@ -144,7 +148,8 @@ impl OnnxModel {
             inputs.push((input.name.clone(), features));
         }
         let plan = graph::compile(graph, &inputs)?;
-        let input_features: Vec<usize> = inputs.iter().flat_map(|(_, f)| f.iter().copied()).collect();
+        let input_features: Vec<usize> =
+            inputs.iter().flat_map(|(_, f)| f.iter().copied()).collect();
         let mut features_used: Vec<&'static str> =
             input_features.iter().map(|i| MODEL_FEATURES[*i]).collect();
         features_used.dedup();

@@ -90,7 +90,7 @@ fn push_floats(w: Wire<'_>, out: &mut Vec<f32>) -> ProtoResult<()> {
     match w {
         Wire::Fixed32(v) => out.push(f32::from_bits(v)),
         Wire::Bytes(b) => {
-            if b.len() % 4 != 0 {
+            if !b.len().is_multiple_of(4) {
                 return Err("packed floats of a length not a multiple of 4".to_owned());
             }
             out.extend(
@@ -107,7 +107,7 @@ fn push_doubles(w: Wire<'_>, out: &mut Vec<f64>) -> ProtoResult<()> {
     match w {
         Wire::Fixed64(v) => out.push(f64::from_bits(v)),
         Wire::Bytes(b) => {
-            if b.len() % 8 != 0 {
+            if !b.len().is_multiple_of(8) {
                 return Err("packed doubles of a length not a multiple of 8".to_owned());
             }
             out.extend(b.chunks_exact(8).map(|c| {
@@ -281,7 +281,9 @@ fn decode_graph(buf: &[u8]) -> ProtoResult<GraphProto> {
         match field {
             1 => g.nodes.push(decode_node(bytes(w, "node")?)?),
             2 => g.name = string(bytes(w, "graph name")?)?,
-            5 => g.initializers.push(decode_tensor(bytes(w, "initializer")?)?),
+            5 => g
+                .initializers
+                .push(decode_tensor(bytes(w, "initializer")?)?),
             11 => g.inputs.push(decode_value_info(bytes(w, "input")?)?),
             12 => g.outputs.push(decode_value_info(bytes(w, "output")?)?),
             _ => {}
@@ -363,7 +365,7 @@ fn decode_tensor(buf: &[u8]) -> ProtoResult<TensorProto> {
         11 => doubles,
         6 | 7 if !raw.is_empty() => {
             let width = if t.data_type == 7 { 8 } else { 4 };
-            if raw.len() % width != 0 {
+            if !raw.len().is_multiple_of(width) {
                 return Err(format!("tensor '{}': raw data of a bad length", t.name));
             }
             raw.chunks_exact(width)
