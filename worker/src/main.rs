@@ -135,7 +135,9 @@ fn main() -> ExitCode {
             manifest,
         })
         .map(drop),
-        Command::Validate { manifest } => commands::load_manifest(&manifest).and_then(|p| {
+        Command::Validate { manifest } => commands::load_manifest(&manifest).and_then(|mut p| {
+            let base = manifest.parent().map(PathBuf::from).unwrap_or_default();
+            riskpipe_worker::model_config::resolve_model_paths(&mut p, &base);
             riskpipe_worker::pipeline_config::engine_config(&p)?;
             println!("{}: valid", manifest.display());
             Ok(())
