@@ -41,9 +41,41 @@ pub struct MlSpec {
     /// A probability above this is LOW_RISK; anything else VERY_LOW_RISK.
     #[schemars(range(min = 0.0, max = 1.0))]
     pub low_risk_probability: f64,
-    /// Logistic model over the features; the engine's built-in model when absent.
+    /// The live model: a trained ONNX model (`file`) or logistic weights; the
+    /// engine's built-in weights when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<ModelSpec>,
+    /// A second trained model scored on every record beside the live one; its
+    /// output is in the decision (`shadow_ml_*`) and never used by a rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shadow_model: Option<ModelSpec>,
+    /// Decision rules on `ml_risk_category`, first match wins; none by default.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("maxItems" = 4))]
+    pub decisions: Vec<CategoryDecision>,
+}
+
+/// The `ml_risk_category` values.
+pub const ML_CATEGORIES: [&str; 4] = ["HIGH_RISK", "MEDIUM_RISK", "LOW_RISK", "VERY_LOW_RISK"];
+
+/// The `final_decision` values.
+pub const FINAL_DECISIONS: [&str; 4] = ["REJECT", "MANUAL_REVIEW", "DELAYED_APPROVAL", "APPROVE"];
+
+/// A decision rule on the model's category.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CategoryDecision {
+    /// The category it matches: HIGH_RISK, MEDIUM_RISK, LOW_RISK or VERY_LOW_RISK.
+    #[schemars(extend("enum" = ML_CATEGORIES))]
+    pub category: String,
+    /// The decision: REJECT, MANUAL_REVIEW, DELAYED_APPROVAL or APPROVE. It
+    /// escalates the rules' decision (a more severe one of the rules stands).
+    #[schemars(extend("enum" = FINAL_DECISIONS))]
+    pub decision: String,
+    /// Also replace a MANUAL_REVIEW or DELAYED_APPROVAL of the rules by a milder
+    /// decision (a REJECT of the rules always stands).
+    #[serde(default)]
+    pub override_rules: bool,
 }
 
 impl Default for MlSpec {
@@ -56,6 +88,8 @@ impl Default for MlSpec {
             medium_risk_probability: 0.6,
             low_risk_probability: 0.3,
             model: None,
+            shadow_model: None,
+            decisions: Vec::new(),
         }
     }
 }
@@ -82,12 +116,23 @@ impl MlSpec {
     }
 }
 
-/// A logistic model: probability = 1 / (1 + e^−(intercept + Σ weight × feature)).
-/// A null feature contributes nothing.
+/// A model: a trained ONNX model (`file`), or a logistic model, probability =
+/// 1 / (1 + e^−(intercept + Σ weight × feature)) where a null feature contributes
+/// nothing.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(transform = ModelSpec::cel)]
 pub struct ModelSpec {
+    /// Path of an `.onnx` file the worker reads at start (relative paths: from the
+    /// manifest's folder in local mode). Its inputs name riskpipe features (README,
+    /// "Model features"); excludes `intercept` and `weights`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub file: Option<String>,
+    /// The name decisions carry (`ml_model`); default: the file's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub name: Option<String>,
     /// The intercept (bias) term.
     #[serde(default)]
     pub intercept: f64,
@@ -114,6 +159,11 @@ impl ModelSpec {
                 ),
             )
             .at(".weights"),
+            CelRule::new(
+                "!has(self.file) || (!has(self.weights) && !has(self.intercept))",
+                "a model is either an ONNX file or logistic weights, not both",
+            )
+            .at(".file"),
         ]
     }
 

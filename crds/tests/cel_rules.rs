@@ -114,6 +114,15 @@ fn bad_cases() -> Vec<Bad> {
             field: "spec.ml.model.weights.amount_squared",
         },
         Bad {
+            name: "ML model both an ONNX file and weights",
+            edit: |d| {
+                set(d, "/spec/ml/model/file", json!("models/tree.onnx"));
+                set(d, "/spec/ml/model/intercept", json!(1.0));
+            },
+            message: "a model is either an ONNX file or logistic weights",
+            field: "spec.ml.model.file",
+        },
+        Bad {
             name: "rejection rates out of order",
             edit: |d| set(d, "/spec/monitoring/alerts/highRejectionRate", json!(0.35)),
             message: "rejection rates must be ordered",

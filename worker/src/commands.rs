@@ -44,6 +44,8 @@ pub struct RunArgs {
     pub restore_from: Option<PathBuf>,
     /// Folder of mounted Secrets (`secrets::SecretsDir`).
     pub secrets_dir: PathBuf,
+    /// Write each decision's model features here (JSONL; local mode).
+    pub features_out: Option<PathBuf>,
 }
 
 /// Options of `riskpipe-worker replay`.
@@ -59,6 +61,8 @@ pub struct ReplayArgs {
     pub dead_letters: Option<PathBuf>,
     /// Thresholds from this manifest (default: the seed's).
     pub manifest: Option<PathBuf>,
+    /// Write each decision's model features here (JSONL).
+    pub features_out: Option<PathBuf>,
 }
 
 /// Reads and validates a manifest file.
@@ -158,15 +162,24 @@ fn dead_letter_output(path: Option<PathBuf>, decisions: &Path) -> Result<JsonLin
     Ok(JsonLines::create(&path)?)
 }
 
+fn feature_dump(path: Option<&Path>) -> Result<Option<crate::feature_dump::FeatureDump>> {
+    path.map(|p| {
+        crate::feature_dump::FeatureDump::create(p)
+            .with_context(|| format!("features out {}", p.display()))
+    })
+    .transpose()
+}
+
 /// `riskpipe-worker run -f MANIFEST`.
 pub fn run(args: &RunArgs) -> Result<RunStats> {
-    let pipeline = load_manifest(&args.manifest)?;
+    let mut pipeline = load_manifest(&args.manifest)?;
     let name = pipeline.metadata.name.clone().unwrap_or_default();
     let base = args
         .manifest
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
+    crate::model_config::resolve_model_paths(&mut pipeline, &base);
     let cfg = engine_config(&pipeline)
         .with_context(|| format!("manifest {}", args.manifest.display()))?;
     let spec = &pipeline.spec;
@@ -225,6 +238,7 @@ pub fn run(args: &RunArgs) -> Result<RunStats> {
             source_name: source_name(&spec.source),
             audit: local_audit(&pipeline, &base, &args.secrets_dir)?,
             monitoring: MonitoringFiles::beside(&decisions_path, &spec.monitoring)?,
+            features: feature_dump(args.features_out.as_deref())?,
         },
         engine: Engine::new(cfg),
         dims,
@@ -319,7 +333,12 @@ fn source_name(source: &SourceSpec) -> String {
 /// `riskpipe-worker replay`.
 pub fn replay(args: &ReplayArgs) -> Result<RunStats> {
     let pipeline = match &args.manifest {
-        Some(path) => load_manifest(path)?,
+        Some(path) => {
+            let mut p = load_manifest(path)?;
+            let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            crate::model_config::resolve_model_paths(&mut p, &base);
+            p
+        }
         None => {
             let mut p = RiskPipeline::new(
                 "replay",
@@ -341,6 +360,7 @@ pub fn replay(args: &ReplayArgs) -> Result<RunStats> {
             source_name: args.transactions.display().to_string(),
             audit: None,
             monitoring: MonitoringFiles::beside(&args.out, &pipeline.spec.monitoring)?,
+            features: feature_dump(args.features_out.as_deref())?,
         },
         engine: Engine::new(cfg),
         dims: with_lists(dims, &pipeline),

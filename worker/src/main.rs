@@ -50,6 +50,10 @@ enum Command {
         /// Folder of mounted Secrets, one sub-folder per Secret with one file per key.
         #[arg(long = flags::SECRETS_DIR, env = mounts::SECRETS_DIR_ENV, default_value = riskpipe_worker::secrets::DEFAULT_SECRETS_DIR)]
         secrets_dir: PathBuf,
+        /// Also write each decision's model features (JSONL; local mode), with
+        /// `is_fraud` for the generator's labelled records: the training tool's input.
+        #[arg(long)]
+        features_out: Option<PathBuf>,
     },
     /// Backtest: decide every transaction of a JSONL file against CSV dimension tables.
     Replay {
@@ -68,6 +72,9 @@ enum Command {
         /// Take thresholds from this manifest (default: the seed's).
         #[arg(short = 'f', long = "file")]
         manifest: Option<PathBuf>,
+        /// Also write each decision's model features (JSONL): the training tool's input.
+        #[arg(long)]
+        features_out: Option<PathBuf>,
     },
     /// Check a manifest and print what is wrong with it.
     Validate {
@@ -97,7 +104,9 @@ fn main() -> ExitCode {
             http_addr,
             restore_from,
             secrets_dir,
+            features_out,
         } => commands::run(&RunArgs {
+            features_out,
             manifest,
             state_dir,
             out,
@@ -116,7 +125,9 @@ fn main() -> ExitCode {
             out,
             dead_letters,
             manifest,
+            features_out,
         } => commands::replay(&ReplayArgs {
+            features_out,
             transactions,
             dimensions,
             out,
@@ -124,7 +135,9 @@ fn main() -> ExitCode {
             manifest,
         })
         .map(drop),
-        Command::Validate { manifest } => commands::load_manifest(&manifest).and_then(|p| {
+        Command::Validate { manifest } => commands::load_manifest(&manifest).and_then(|mut p| {
+            let base = manifest.parent().map(PathBuf::from).unwrap_or_default();
+            riskpipe_worker::model_config::resolve_model_paths(&mut p, &base);
             riskpipe_worker::pipeline_config::engine_config(&p)?;
             println!("{}: valid", manifest.display());
             Ok(())

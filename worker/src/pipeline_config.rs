@@ -8,9 +8,8 @@ use riskpipe_crds::{RiskPipeline, exact_decimal};
 use riskpipe_engine::Ratio;
 use riskpipe_engine::amount::Cents;
 use riskpipe_engine::config::{
-    DecisionConfig, EngineConfig, HistoryConfig, MlConfig, ScoringConfig, WindowConfig,
+    DecisionConfig, EngineConfig, HistoryConfig, ScoringConfig, WindowConfig,
 };
-use riskpipe_engine::features::Model;
 use riskpipe_engine::timefmt::Zone;
 
 /// A manifest value the engine cannot use.
@@ -78,13 +77,6 @@ pub fn engine_config(pipeline: &RiskPipeline) -> Result<EngineConfig, ConfigErro
                 rules.windows.small_amount_limit
             ),
         })?;
-    let model = match &spec.ml.model {
-        Some(m) => Model::from_weights(m.intercept, &m.weights).map_err(|reason| ConfigError {
-            field: "ml.model",
-            reason,
-        })?,
-        None => Model::default(),
-    };
     Ok(EngineConfig {
         pipeline: pipeline.metadata.name.clone().unwrap_or_default(),
         rule_set_version: rules.version.clone(),
@@ -159,13 +151,7 @@ pub fn engine_config(pipeline: &RiskPipeline) -> Result<EngineConfig, ConfigErro
             delay_score: i64::from(rules.decision.delay_score),
             high_risk_locations: rules.geo.high_risk_locations.clone(),
         },
-        ml: MlConfig {
-            enabled: spec.ml.enabled,
-            high: spec.ml.high_risk_probability,
-            medium: spec.ml.medium_risk_probability,
-            low: spec.ml.low_risk_probability,
-            model,
-        },
+        ml: crate::model_config::ml_config(&spec.ml)?,
     })
 }
 

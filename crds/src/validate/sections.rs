@@ -280,7 +280,31 @@ fn ml(c: &mut Checker, m: &MlSpec) {
             m.medium_risk_probability, m.low_risk_probability
         ),
     );
+    for (i, d) in m.decisions.iter().enumerate() {
+        c.ensure(
+            crate::ml::ML_CATEGORIES.contains(&d.category.as_str()),
+            &format!("spec.ml.decisions[{i}].category"),
+            format!("must be one of {}", crate::ml::ML_CATEGORIES.join(", ")),
+        );
+        c.ensure(
+            crate::ml::FINAL_DECISIONS.contains(&d.decision.as_str()),
+            &format!("spec.ml.decisions[{i}].decision"),
+            format!("must be one of {}", crate::ml::FINAL_DECISIONS.join(", ")),
+        );
+    }
+    if let Some(shadow) = &m.shadow_model {
+        c.ensure(
+            shadow.file.is_some(),
+            "spec.ml.shadowModel.file",
+            "a shadow model is an ONNX file",
+        );
+    }
     if let Some(model) = &m.model {
+        c.ensure(
+            model.file.is_none() || (model.weights.is_empty() && model.intercept == 0.0),
+            "spec.ml.model.file",
+            "a model is either an ONNX file or logistic weights, not both",
+        );
         c.ensure(
             model.intercept.is_finite(),
             "spec.ml.model.intercept",

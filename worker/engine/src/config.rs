@@ -3,7 +3,11 @@
 //! engine never reads a manifest itself.
 
 use crate::amount::{Cents, Ratio};
+use std::sync::Arc;
+
 use crate::features::Model;
+use crate::model::OnnxModel;
+use crate::rules::FinalDecision;
 use crate::timefmt::Zone;
 
 const HOUR_MS: i64 = 3_600_000;
@@ -104,6 +108,25 @@ pub struct MlConfig {
     pub low: f64,
     /// The model mapping features to a probability.
     pub model: Model,
+    /// A trained model that replaces [`Self::model`] when set.
+    pub onnx: Option<Arc<OnnxModel>>,
+    /// A second trained model scored beside the live one, never used by a rule.
+    pub shadow: Option<Arc<OnnxModel>>,
+    /// Decision rules on `ml_risk_category`, first match wins (none by default).
+    pub category_rules: Vec<CategoryRule>,
+}
+
+/// A decision rule on the model's category (`spec.ml.decisions`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CategoryRule {
+    /// The `ml_risk_category` it matches.
+    pub category: &'static str,
+    /// The decision it asks for.
+    pub decision: FinalDecision,
+    /// When false, the decision only escalates: the rules' decision stands if it
+    /// is as severe. When true, it also replaces a softer-than-REJECT decision of
+    /// the rules (MANUAL_REVIEW, DELAYED_APPROVAL) — a REJECT of the rules stands.
+    pub override_rules: bool,
 }
 
 /// Everything the engine needs to decide.
@@ -202,6 +225,9 @@ impl Default for MlConfig {
             medium: 0.6,
             low: 0.3,
             model: Model::default(),
+            onnx: None,
+            shadow: None,
+            category_rules: Vec::new(),
         }
     }
 }

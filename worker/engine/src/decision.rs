@@ -2,9 +2,13 @@
 //! JSON under the seed's column names by a small hand-written writer (no
 //! intermediate `Value`, exact decimals as JSON numbers).
 
+use std::sync::Arc;
+
 use rust_decimal::Decimal;
 
 use crate::amount::Cents;
+use crate::features::ModelFeatures;
+use crate::model::OnnxModel;
 use crate::rules::{Access, AmountLabel, Blacklist, FinalDecision, Frequency, Geo};
 use crate::timefmt::write_wall_time;
 
@@ -87,10 +91,29 @@ pub struct Decision {
     pub ml_risk_probability: Option<f64>,
     /// §8; `None` with ML disabled.
     pub ml_risk_category: Option<&'static str>,
+    /// The trained model's score (`spec.ml.model.file`); `None` without one.
+    pub model: Option<ModelScore>,
+    /// The shadow model's score (`spec.ml.shadowModel`); never read by a rule.
+    pub shadow: Option<ModelScore>,
+    /// The features a model reads, for every decision (`--features-out`).
+    pub features: ModelFeatures,
     /// When the decision was made, ms since the epoch (set by the caller).
     pub decided_at_ms: i64,
     /// Time from reading the record to deciding, in ms (set by the caller).
     pub processing_latency_ms: f64,
+}
+
+/// A trained model's output in a decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelScore {
+    /// The model (its name and version are written).
+    pub model: Arc<OnnxModel>,
+    /// The probability; `None` when the model gave no valid one.
+    pub probability: Option<f64>,
+    /// Its category (§8 thresholds).
+    pub category: Option<&'static str>,
+    /// Top contributing features (linear models).
+    pub top_features: Vec<(&'static str, f64)>,
 }
 
 /// Writes decisions as JSON objects, sharing the pipeline-wide fields.
@@ -177,6 +200,29 @@ impl DecisionWriter {
         w.float("amount_ratio_to_prev", d.amount_ratio_to_prev);
         w.float("ml_risk_probability", d.ml_risk_probability);
         w.opt_str("ml_risk_category", d.ml_risk_category);
+        if let Some(m) = &d.model {
+            w.str("ml_model", m.model.name());
+            w.str("ml_model_version", m.model.version());
+            w.raw_with("ml_top_features", |o| {
+                o.push(b'[');
+                for (i, (name, c)) in m.top_features.iter().enumerate() {
+                    if i > 0 {
+                        o.push(b',');
+                    }
+                    let mut f = Obj::new(o);
+                    f.str("feature", name);
+                    f.float("contribution", Some(*c));
+                    f.finish();
+                }
+                o.push(b']');
+            });
+        }
+        if let Some(m) = &d.shadow {
+            w.float("shadow_ml_risk_probability", m.probability);
+            w.opt_str("shadow_ml_risk_category", m.category);
+            w.str("shadow_ml_model", m.model.name());
+            w.str("shadow_ml_model_version", m.model.version());
+        }
         w.int("decided_at", d.decided_at_ms);
         w.float("processing_latency_ms", Some(d.processing_latency_ms));
         w.str("pipeline", &self.pipeline);

@@ -217,6 +217,158 @@ fn input_value(input: ModelInput, f: &MlFeatures, c: &ModelContext) -> f64 {
     }
 }
 
+/// The features a trained model (`spec.ml.model.file`) may read, by name: the
+/// §3 scores, the §4 window features, the §8 features and the extras the README
+/// defines. A null is NaN.
+pub const MODEL_FEATURES: [&str; 30] = [
+    "amount",
+    "base_risk_score",
+    "amount_anomaly_score",
+    "time_anomaly_score",
+    "total_risk_score",
+    "txn_count_1h",
+    "txn_amount_1h",
+    "distinct_ip_24h",
+    "distinct_device_24h",
+    "small_amount_pattern",
+    "user_avg_amount_30d",
+    "user_amount_stddev_30d",
+    "merchant_avg_amount_7d",
+    "hour_of_day",
+    "day_of_week",
+    "time_since_last_txn",
+    "amount_ratio_to_prev",
+    "night",
+    "prior_txn_count_30d",
+    "amount_to_prior_avg_30d",
+    "amount_zscore_30d",
+    "amount_to_merchant_avg_7d",
+    "new_device_24h",
+    "new_ip_24h",
+    "location_change",
+    "high_geo_risk",
+    "blacklisted",
+    "user_risk_level_high",
+    "merchant_risk_level_high",
+    "merchant_fraud_rate",
+];
+
+/// One transaction's [`MODEL_FEATURES`], as the f32 a model reads.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelFeatures {
+    /// Values in [`MODEL_FEATURES`] order; NaN for null.
+    pub values: [f32; MODEL_FEATURES.len()],
+}
+
+impl PartialEq for ModelFeatures {
+    /// Bit for bit, so that two nulls (NaN) are equal.
+    fn eq(&self, other: &Self) -> bool {
+        self.values
+            .iter()
+            .zip(&other.values)
+            .all(|(a, b)| a.to_bits() == b.to_bits())
+    }
+}
+
+/// What [`ModelFeatures::compute`] reads beyond [`MlFeatures`] and [`ModelContext`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ExtraInputs {
+    /// base_risk_score.
+    pub base_risk_score: i64,
+    /// amount_anomaly_score.
+    pub amount_anomaly_score: i64,
+    /// time_anomaly_score.
+    pub time_anomaly_score: i64,
+    /// The amount in cents.
+    pub amount_cents: i64,
+    /// txn_amount_1h in cents.
+    pub txn_amount_1h_cents: i128,
+    /// Transactions in the user's 30-day window, this one included.
+    pub feature_count: u32,
+    /// Sum of the same, cents.
+    pub feature_cents: i128,
+    /// Transactions in the 24 h window with this device (this one included); `None` for no device.
+    pub device_count_24h: Option<u32>,
+    /// Likewise for the IP address.
+    pub ip_count_24h: Option<u32>,
+    /// geo_risk is LOCATION_CHANGE_RISK.
+    pub location_change: bool,
+    /// geo_risk is HIGH_GEO_RISK.
+    pub high_geo_risk: bool,
+    /// blacklist_status is not NOT_BLACKLISTED.
+    pub blacklisted: bool,
+    /// user_risk_level is HIGH.
+    pub user_risk_level_high: bool,
+    /// merchant_risk_level is HIGH.
+    pub merchant_risk_level_high: bool,
+    /// merchant_fraud_rate.
+    pub merchant_fraud_rate: Option<f64>,
+}
+
+impl ModelFeatures {
+    /// The features of one transaction (definitions in the README, "Model features").
+    pub fn compute(f: &MlFeatures, c: &ModelContext, x: &ExtraInputs) -> ModelFeatures {
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        let opt = |v: Option<f64>| v.unwrap_or(f64::NAN);
+        let prior_count = x.feature_count.saturating_sub(1);
+        let prior_avg = (prior_count > 0).then(|| {
+            (x.feature_cents - i128::from(x.amount_cents)) as f64 / f64::from(prior_count) / 100.0
+        });
+        let ratio = |den: Option<f64>| match den {
+            Some(d) if d > 0.0 => c.amount / d,
+            _ => f64::NAN,
+        };
+        let zscore = match f.user_amount_stddev_30d {
+            Some(sd) if sd > 0.0 => (c.amount - f.user_avg_amount_30d) / sd,
+            _ => f64::NAN,
+        };
+        let new = |n: Option<u32>| n.map_or(f64::NAN, |n| flag(n <= 1));
+        let values: [f64; MODEL_FEATURES.len()] = [
+            c.amount,
+            x.base_risk_score as f64,
+            x.amount_anomaly_score as f64,
+            x.time_anomaly_score as f64,
+            c.total_risk_score as f64,
+            f64::from(c.txn_count_1h),
+            x.txn_amount_1h_cents as f64 / 100.0,
+            f64::from(c.distinct_ip_24h),
+            f64::from(c.distinct_device_24h),
+            flag(c.small_amount_pattern),
+            f.user_avg_amount_30d,
+            opt(f.user_amount_stddev_30d),
+            f.merchant_avg_amount_7d,
+            f64::from(f.hour_of_day),
+            f64::from(f.day_of_week),
+            opt(f.time_since_last_txn.map(|s| s as f64)),
+            opt(f.amount_ratio_to_prev),
+            flag(c.night),
+            f64::from(prior_count),
+            ratio(prior_avg),
+            zscore,
+            ratio(Some(f.merchant_avg_amount_7d)),
+            new(x.device_count_24h),
+            new(x.ip_count_24h),
+            flag(x.location_change),
+            flag(x.high_geo_risk),
+            flag(x.blacklisted),
+            flag(x.user_risk_level_high),
+            flag(x.merchant_risk_level_high),
+            opt(x.merchant_fraud_rate),
+        ];
+        ModelFeatures {
+            values: values.map(|v| v as f32),
+        }
+    }
+
+    /// The value of a feature by name.
+    pub fn get(&self, name: &str) -> Option<f32> {
+        MODEL_FEATURES
+            .iter()
+            .position(|f| *f == name)
+            .map(|i| self.values[i])
+    }
+}
+
 /// `ml_risk_category` (§8).
 pub fn risk_category(p: f64, high: f64, medium: f64, low: f64) -> &'static str {
     if p > high {

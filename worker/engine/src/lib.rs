@@ -12,6 +12,7 @@ pub mod dimensions;
 pub mod event_time;
 pub mod features;
 pub mod merchant;
+pub mod model;
 pub mod rules;
 pub mod store;
 pub mod timefmt;
@@ -32,7 +33,10 @@ pub use store::{MemoryStore, StateStore};
 pub use timefmt::Zone;
 pub use transaction::{InvalidRecord, Transaction, parse_transaction};
 
-use features::{MlFeatures, ModelContext, mean_and_stddev, risk_category};
+use decision::ModelScore;
+use features::{
+    ExtraInputs, MlFeatures, ModelContext, ModelFeatures, mean_and_stddev, risk_category,
+};
 use merchant::MerchantEntry;
 use rules::{Blacklist, DecisionInputs, Geo};
 use window::{Entry, value_hash};
@@ -146,11 +150,6 @@ impl Engine {
             amount: amount_label,
             access,
         };
-        let final_decision = rules::final_decision(&inputs, &cfg.decision);
-        let (risk_reasons, mut reason_codes) = rules::reasons(&inputs, &cfg.decision);
-        if geo != Geo::Normal {
-            reason_codes.push(geo.as_str());
-        }
 
         // §8 features.
         let (user_avg_amount_30d, user_amount_stddev_30d) =
@@ -170,28 +169,85 @@ impl Engine {
                 .filter(|p| p.cents != 0)
                 .map(|p| tx.amount.0 as f64 / p.cents as f64),
         };
-        let (ml_risk_probability, ml_risk_category) = if cfg.ml.enabled {
-            let context = ModelContext {
-                amount: tx.amount.as_f64(),
-                night: rules::hour_in(
-                    local.hour,
-                    cfg.scoring.night_start_hour,
-                    cfg.scoring.night_end_hour,
-                ),
-                total_risk_score,
-                txn_count_1h: w.short.count,
-                distinct_ip_24h: w.distinct_ips,
-                distinct_device_24h: w.distinct_devices,
-                small_amount_pattern: w.small_amount_pattern,
-            };
-            let p = cfg.ml.model.predict(&features, &context);
-            (
-                Some(p),
-                Some(risk_category(p, cfg.ml.high, cfg.ml.medium, cfg.ml.low)),
-            )
-        } else {
-            (None, None)
+        let context = ModelContext {
+            amount: tx.amount.as_f64(),
+            night: rules::hour_in(
+                local.hour,
+                cfg.scoring.night_start_hour,
+                cfg.scoring.night_end_hour,
+            ),
+            total_risk_score,
+            txn_count_1h: w.short.count,
+            distinct_ip_24h: w.distinct_ips,
+            distinct_device_24h: w.distinct_devices,
+            small_amount_pattern: w.small_amount_pattern,
         };
+        let model_features = ModelFeatures::compute(
+            &features,
+            &context,
+            &ExtraInputs {
+                base_risk_score,
+                amount_anomaly_score,
+                time_anomaly_score,
+                amount_cents: tx.amount.0,
+                txn_amount_1h_cents: w.short.cents,
+                feature_count: w.feature.count,
+                feature_cents: w.feature.cents,
+                device_count_24h: w.device_count,
+                ip_count_24h: w.ip_count,
+                location_change: geo == Geo::LocationChange,
+                high_geo_risk: geo == Geo::High,
+                blacklisted: blacklist != Blacklist::None,
+                user_risk_level_high: user_risk_level.as_deref() == Some("HIGH"),
+                merchant_risk_level_high: merchant_risk_level.as_deref() == Some("HIGH"),
+                merchant_fraud_rate: merchant
+                    .and_then(|m| m.fraud_rate)
+                    .and_then(|r| r.to_string().parse().ok()),
+            },
+        );
+        let category = |p: f64| risk_category(p, cfg.ml.high, cfg.ml.medium, cfg.ml.low);
+        let score = |m: &std::sync::Arc<model::OnnxModel>, explain: bool| {
+            let prediction = if explain {
+                m.predict(&model_features)
+            } else {
+                model::Prediction {
+                    probability: m.probability(&model_features),
+                    top_features: Vec::new(),
+                }
+            };
+            ModelScore {
+                model: m.clone(),
+                probability: prediction.probability,
+                category: prediction.probability.map(category),
+                top_features: prediction.top_features,
+            }
+        };
+        let (ml_risk_probability, ml_risk_category, model_score) = match &cfg.ml.onnx {
+            _ if !cfg.ml.enabled => (None, None, None),
+            Some(m) => {
+                let s = score(m, true);
+                (s.probability, s.category, Some(s))
+            }
+            None => {
+                let p = cfg.ml.model.predict(&features, &context);
+                (Some(p), Some(category(p)), None)
+            }
+        };
+        let shadow = match &cfg.ml.shadow {
+            Some(m) if cfg.ml.enabled => Some(score(m, false)),
+            _ => None,
+        };
+
+        let rules_decision = rules::final_decision(&inputs, &cfg.decision);
+        let (risk_reasons, mut reason_codes) = rules::reasons(&inputs, &cfg.decision);
+        if geo != Geo::Normal {
+            reason_codes.push(geo.as_str());
+        }
+        let (final_decision, by_model) =
+            rules::apply_category_rules(rules_decision, ml_risk_category, &cfg.ml.category_rules);
+        if by_model {
+            reason_codes.push("ML_RISK_CATEGORY");
+        }
 
         Ok(Decision {
             transaction_id: tx.transaction_id,
@@ -232,6 +288,9 @@ impl Engine {
             amount_ratio_to_prev: features.amount_ratio_to_prev,
             ml_risk_probability,
             ml_risk_category,
+            model: model_score,
+            shadow,
+            features: model_features,
             decided_at_ms: 0,
             processing_latency_ms: 0.0,
         })

@@ -2,7 +2,7 @@
 //! as small pure functions over already-looked-up values.
 
 use crate::amount::Cents;
-use crate::config::{DecisionConfig, HistoryConfig, ScoringConfig};
+use crate::config::{CategoryRule, DecisionConfig, HistoryConfig, ScoringConfig};
 use crate::dimensions::{HistoryRow, MerchantProfile, UserProfile};
 
 /// Declares a label enum with its seed string.
@@ -110,6 +110,44 @@ impl FinalDecision {
         FinalDecision::DelayedApproval,
         FinalDecision::Approve,
     ];
+
+    /// 3 for REJECT … 0 for APPROVE.
+    pub const fn severity(self) -> u8 {
+        match self {
+            FinalDecision::Reject => 3,
+            FinalDecision::ManualReview => 2,
+            FinalDecision::DelayedApproval => 1,
+            FinalDecision::Approve => 0,
+        }
+    }
+
+    /// From the seed's label text.
+    pub fn parse(s: &str) -> Option<FinalDecision> {
+        Self::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+}
+
+/// Applies the first [`CategoryRule`] matching `category` to the rules' decision;
+/// returns the decision and whether the rule changed it.
+pub fn apply_category_rules(
+    rules_decision: FinalDecision,
+    category: Option<&str>,
+    rules: &[CategoryRule],
+) -> (FinalDecision, bool) {
+    let Some(category) = category else {
+        return (rules_decision, false);
+    };
+    let Some(rule) = rules.iter().find(|r| r.category == category) else {
+        return (rules_decision, false);
+    };
+    let decided = if rule.decision.severity() > rules_decision.severity()
+        || (rule.override_rules && rules_decision != FinalDecision::Reject)
+    {
+        rule.decision
+    } else {
+        rules_decision
+    };
+    (decided, decided != rules_decision)
 }
 
 /// `amount_anomaly_score` (§3). A NULL profile column makes its branch false.

@@ -96,6 +96,18 @@ impl DistinctAgg {
             }
         }
     }
+    /// How often `hash` occurs; `None` for the null hash 0.
+    pub fn count_of(&self, hash: u64) -> Option<u32> {
+        if hash == 0 {
+            return None;
+        }
+        Some(
+            self.counts
+                .iter()
+                .find(|(h, _)| *h == hash)
+                .map_or(0, |(_, n)| *n),
+        )
+    }
     /// Distinct values present.
     pub fn distinct(&self) -> u32 {
         self.counts.len() as u32
@@ -117,6 +129,11 @@ pub struct UserWindowFeatures {
     pub previous: Option<Entry>,
     /// Whether this and the previous `run - 1` amounts are all small.
     pub small_amount_pattern: bool,
+    /// Transactions of the distinct window with this one's IP, it included
+    /// (`None` without an IP): 1 means the IP is new in the window.
+    pub ip_count: Option<u32>,
+    /// Likewise for the device.
+    pub device_count: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -334,6 +351,8 @@ impl UserState {
             feature: self.feature,
             previous: pos.checked_sub(1).map(|i| self.entries[i]),
             small_amount_pattern: self.small_run(pos, cfg),
+            ip_count: self.ips.count_of(self.entries[pos].ip),
+            device_count: self.devices.count_of(self.entries[pos].device),
         }
     }
 
@@ -367,6 +386,8 @@ impl UserState {
             feature,
             previous: pos.checked_sub(1).map(|i| self.entries[i]),
             small_amount_pattern: self.small_run(pos, cfg),
+            ip_count: ips.count_of(self.entries[pos].ip),
+            device_count: devices.count_of(self.entries[pos].device),
         }
     }
 

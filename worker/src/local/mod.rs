@@ -163,6 +163,9 @@ impl LocalPipeline {
                             if let Some(m) = &mut sinks.monitoring {
                                 m.decision(&decision, record::now_ms())?;
                             }
+                            if let Some(f) = &mut sinks.features {
+                                f.write(&decision, raw.labelled.then_some(raw.label.is_some()))?;
+                            }
                         }
                         Outcome::Refused(refusal) => {
                             stats.count_dead_letter(refusal.kind);
@@ -224,6 +227,8 @@ pub struct LocalSinks {
     pub audit: Option<(AuditWriter, JsonLines)>,
     /// SPEC §9 window and alert records beside the decisions, when they go to a file.
     pub monitoring: Option<MonitoringFiles>,
+    /// Model features per decision (`--features-out`), when on.
+    pub features: Option<crate::feature_dump::FeatureDump>,
 }
 
 impl LocalSinks {
@@ -277,6 +282,9 @@ impl LocalSinks {
         self.dead_letters.flush()?;
         if let Some((_, out)) = &mut self.audit {
             out.flush()?;
+        }
+        if let Some(f) = &mut self.features {
+            f.flush()?;
         }
         Ok(())
     }
