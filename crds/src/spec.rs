@@ -17,7 +17,10 @@ use crate::{
     storage::{CheckpointSpec, SavepointSpec, StateSpec},
 };
 
-/// The worker image used when `spec.image` is absent.
+/// The worker image the operator uses when `spec.image` is absent and the operator
+/// was not given another default (`--default-worker-image`). Not a CRD default: an
+/// absent image stays absent in the stored object, so an operator upgrade moves the
+/// workers of such pipelines to its own default image (the Flink operator's rule).
 pub const DEFAULT_IMAGE: &str = "riskpipe/riskpipe-worker:0.1.0";
 
 /// Desired state of a risk-control pipeline: read transactions from `source`, apply
@@ -53,7 +56,19 @@ pub const DEFAULT_IMAGE: &str = "riskpipe/riskpipe-worker:0.1.0";
         name = "Parallelism",
         type_ = "integer",
         json_path = ".spec.parallelism",
-        description = "Desired number of workers"
+        description = "spec.parallelism: the workers asked for (and by HPA/KEDA through the scale subresource)"
+    ),
+    printcolumn(
+        name = "Autoscaled",
+        type_ = "integer",
+        json_path = ".status.autoscaledParallelism",
+        description = "The built-in autoscaler's choice of workers, which overrides spec.parallelism while spec.autoscaler.enabled"
+    ),
+    printcolumn(
+        name = "Workers",
+        type_ = "integer",
+        json_path = ".status.parallelism",
+        description = "The parallelism in effect: the autoscaler's choice, else spec.parallelism"
     ),
     printcolumn(
         name = "Ready",
@@ -100,7 +115,10 @@ pub struct RiskPipelineSpec {
     /// Where transactions come from: exactly one of kafka, generator or file.
     pub source: SourceSpec,
     /// Number of worker replicas; the input topic's partitions are spread over them.
-    /// Written by the autoscaler (and by HPA/KEDA) through the scale subresource.
+    /// Written only by its owner: the user, GitOps, or HPA/KEDA through the scale
+    /// subresource. The built-in autoscaler never writes it: while
+    /// `spec.autoscaler.enabled`, its choice (`status.autoscaledParallelism`)
+    /// overrides this value, which is then the starting point.
     #[serde(default = "RiskPipelineSpec::default_parallelism")]
     #[schemars(range(min = 1, max = 1024))]
     pub parallelism: i32,
@@ -112,10 +130,13 @@ pub struct RiskPipelineSpec {
         regex(pattern = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$")
     )]
     pub time_zone: String,
-    /// Worker container image.
-    #[serde(default = "RiskPipelineSpec::default_image")]
+    /// Worker container image. When absent, the operator's default worker image
+    /// (its `--default-worker-image`, set by the chart to the worker image of the
+    /// same release), so an operator upgrade moves such pipelines to the new image;
+    /// set it to pin an image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
-    pub image: String,
+    pub image: Option<String>,
     /// Whether the job runs, and how it moves its state across an upgrade.
     #[serde(default)]
     pub job: JobSpec,
@@ -171,7 +192,7 @@ impl RiskPipelineSpec {
             source,
             parallelism: Self::default_parallelism(),
             time_zone: Self::default_time_zone(),
-            image: Self::default_image(),
+            image: None,
             job: JobSpec::default(),
             savepoint_trigger_nonce: None,
             initial_savepoint_path: None,
@@ -196,10 +217,6 @@ impl RiskPipelineSpec {
 
     fn default_time_zone() -> String {
         "UTC".into()
-    }
-
-    fn default_image() -> String {
-        DEFAULT_IMAGE.into()
     }
 }
 

@@ -27,7 +27,9 @@ pub(super) fn check_spec(c: &mut Checker, spec: &RiskPipelineSpec) {
             spec.time_zone
         ),
     );
-    c.non_empty(&spec.image, "spec.image");
+    if let Some(image) = &spec.image {
+        c.non_empty(image, "spec.image");
+    }
     if let Some(path) = &spec.initial_savepoint_path {
         c.non_empty(path, "spec.initialSavepointPath");
     }

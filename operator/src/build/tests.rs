@@ -134,7 +134,7 @@ fn hash_changes_with_what_workers_read_only() {
     threshold.rules.decision.review_score += 1;
     assert_ne!(config_hash(&threshold).unwrap(), base);
     let mut image = rp.spec.clone();
-    image.image = "riskpipe-worker:2".into();
+    image.image = Some("riskpipe-worker:2".into());
     assert_ne!(config_hash(&image).unwrap(), base);
     let mut operator_only = rp.spec.clone();
     operator_only.savepoint_trigger_nonce = Some(7);

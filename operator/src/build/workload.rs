@@ -191,7 +191,11 @@ fn pod_spec(owner: &Owner, spec: &RiskPipelineSpec, t: &Template<'_>) -> PodSpec
         }),
         containers: vec![Container {
             name: CONTAINER.into(),
-            image: Some(spec.image.clone()),
+            image: Some(
+                spec.image
+                    .clone()
+                    .unwrap_or_else(|| riskpipe_crds::DEFAULT_IMAGE.into()),
+            ),
             args: Some(worker_args(
                 spec,
                 t.plan.restore_from.as_deref(),
