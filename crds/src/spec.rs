@@ -10,6 +10,7 @@ use crate::{
     ml::MlSpec,
     monitoring::MonitoringSpec,
     operations::{AutoscalerSpec, RestartPolicySpec},
+    pod_template::PodTemplateSpec,
     rules::RulesSpec,
     sinks::SinksSpec,
     source::SourceSpec,
@@ -180,6 +181,10 @@ pub struct RiskPipelineSpec {
     /// CPU and memory of each worker container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Labels, annotations, scheduling, pull secrets and ServiceAccount of the
+    /// worker Pods, merged under what the operator owns.
+    #[serde(default, skip_serializing_if = "PodTemplateSpec::is_empty")]
+    pub pod_template: PodTemplateSpec,
     /// Keys for protecting personal data, by reference to Secrets (never inline).
     #[serde(default)]
     pub secrets: SecretsSpec,
@@ -207,6 +212,7 @@ impl RiskPipelineSpec {
             autoscaler: AutoscalerSpec::default(),
             restart_policy: RestartPolicySpec::default(),
             resources: None,
+            pod_template: PodTemplateSpec::default(),
             secrets: SecretsSpec::default(),
         }
     }
