@@ -15,6 +15,7 @@ pub mod manifest;
 pub mod ml;
 pub mod monitoring;
 pub mod operations;
+pub mod pod_template;
 pub mod refs;
 pub mod rules;
 mod schema;
@@ -34,6 +35,7 @@ pub use manifest::{ManifestError, from_yaml};
 pub use ml::{ML_FEATURES, MlSpec, ModelSpec};
 pub use monitoring::{AlertThresholds, MonitoringSpec};
 pub use operations::{AutoscalerSpec, RestartPolicySpec};
+pub use pod_template::{PodMetadata, PodTemplateSpec, WorkerPodSpec};
 pub use refs::SecretRef;
 pub use rules::{
     AccessRules, DecimalError, DecisionRules, GeoRules, HistoryRules, RulesSpec, ScoringRules,

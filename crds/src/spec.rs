@@ -10,6 +10,7 @@ use crate::{
     ml::MlSpec,
     monitoring::MonitoringSpec,
     operations::{AutoscalerSpec, RestartPolicySpec},
+    pod_template::PodTemplateSpec,
     rules::RulesSpec,
     sinks::SinksSpec,
     source::SourceSpec,
@@ -17,7 +18,10 @@ use crate::{
     storage::{CheckpointSpec, SavepointSpec, StateSpec},
 };
 
-/// The worker image used when `spec.image` is absent.
+/// The worker image the operator uses when `spec.image` is absent and the operator
+/// was not given another default (`--default-worker-image`). Not a CRD default: an
+/// absent image stays absent in the stored object, so an operator upgrade moves the
+/// workers of such pipelines to its own default image (the Flink operator's rule).
 pub const DEFAULT_IMAGE: &str = "riskpipe/riskpipe-worker:0.1.0";
 
 /// Desired state of a risk-control pipeline: read transactions from `source`, apply
@@ -53,7 +57,19 @@ pub const DEFAULT_IMAGE: &str = "riskpipe/riskpipe-worker:0.1.0";
         name = "Parallelism",
         type_ = "integer",
         json_path = ".spec.parallelism",
-        description = "Desired number of workers"
+        description = "spec.parallelism: the workers asked for (and by HPA/KEDA through the scale subresource)"
+    ),
+    printcolumn(
+        name = "Autoscaled",
+        type_ = "integer",
+        json_path = ".status.autoscaledParallelism",
+        description = "The built-in autoscaler's choice of workers, which overrides spec.parallelism while spec.autoscaler.enabled"
+    ),
+    printcolumn(
+        name = "Workers",
+        type_ = "integer",
+        json_path = ".status.parallelism",
+        description = "The parallelism in effect: the autoscaler's choice, else spec.parallelism"
     ),
     printcolumn(
         name = "Ready",
@@ -100,7 +116,10 @@ pub struct RiskPipelineSpec {
     /// Where transactions come from: exactly one of kafka, generator or file.
     pub source: SourceSpec,
     /// Number of worker replicas; the input topic's partitions are spread over them.
-    /// Written by the autoscaler (and by HPA/KEDA) through the scale subresource.
+    /// Written only by its owner: the user, GitOps, or HPA/KEDA through the scale
+    /// subresource. The built-in autoscaler never writes it: while
+    /// `spec.autoscaler.enabled`, its choice (`status.autoscaledParallelism`)
+    /// overrides this value, which is then the starting point.
     #[serde(default = "RiskPipelineSpec::default_parallelism")]
     #[schemars(range(min = 1, max = 1024))]
     pub parallelism: i32,
@@ -112,10 +131,13 @@ pub struct RiskPipelineSpec {
         regex(pattern = r"^[A-Za-z][A-Za-z0-9_+\-]*(/[A-Za-z0-9_+\-]+)*$")
     )]
     pub time_zone: String,
-    /// Worker container image.
-    #[serde(default = "RiskPipelineSpec::default_image")]
+    /// Worker container image. When absent, the operator's default worker image
+    /// (its `--default-worker-image`, set by the chart to the worker image of the
+    /// same release), so an operator upgrade moves such pipelines to the new image;
+    /// set it to pin an image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
-    pub image: String,
+    pub image: Option<String>,
     /// Whether the job runs, and how it moves its state across an upgrade.
     #[serde(default)]
     pub job: JobSpec,
@@ -159,6 +181,10 @@ pub struct RiskPipelineSpec {
     /// CPU and memory of each worker container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Labels, annotations, scheduling, pull secrets and ServiceAccount of the
+    /// worker Pods, merged under what the operator owns.
+    #[serde(default, skip_serializing_if = "PodTemplateSpec::is_empty")]
+    pub pod_template: PodTemplateSpec,
     /// Keys for protecting personal data, by reference to Secrets (never inline).
     #[serde(default)]
     pub secrets: SecretsSpec,
@@ -171,7 +197,7 @@ impl RiskPipelineSpec {
             source,
             parallelism: Self::default_parallelism(),
             time_zone: Self::default_time_zone(),
-            image: Self::default_image(),
+            image: None,
             job: JobSpec::default(),
             savepoint_trigger_nonce: None,
             initial_savepoint_path: None,
@@ -186,6 +212,7 @@ impl RiskPipelineSpec {
             autoscaler: AutoscalerSpec::default(),
             restart_policy: RestartPolicySpec::default(),
             resources: None,
+            pod_template: PodTemplateSpec::default(),
             secrets: SecretsSpec::default(),
         }
     }
@@ -196,10 +223,6 @@ impl RiskPipelineSpec {
 
     fn default_time_zone() -> String {
         "UTC".into()
-    }
-
-    fn default_image() -> String {
-        DEFAULT_IMAGE.into()
     }
 }
 

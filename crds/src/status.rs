@@ -55,9 +55,18 @@ pub struct RiskPipelineStatus {
     /// Restarts made under the restart policy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restarts: Option<RestartStatus>,
-    /// When the parallelism last changed.
+    /// When the autoscaler last changed the parallelism.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_scale_time: Option<Time>,
+    /// The built-in autoscaler's choice of workers. While `spec.autoscaler.enabled`
+    /// it overrides `spec.parallelism` (which the operator never writes, so GitOps
+    /// tools see no drift); cleared when the autoscaler is turned off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub autoscaled_parallelism: Option<i32>,
+    /// The parallelism in effect: `autoscaledParallelism` when set, else
+    /// `spec.parallelism`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<i32>,
     /// Figures observed from the workers and Kafka.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub observed: Option<ObservedMetrics>,

@@ -89,6 +89,10 @@ pub struct Options {
     /// Pipelines reconciled at once.
     #[arg(long, env = "CONCURRENCY", default_value_t = 4)]
     pub concurrency: u16,
+    /// Worker image of pipelines without `spec.image` (the chart sets the worker
+    /// image of its own release, so an operator upgrade moves those workers too).
+    #[arg(long, env = "DEFAULT_WORKER_IMAGE", default_value = riskpipe_crds::DEFAULT_IMAGE)]
+    pub default_worker_image: String,
 }
 
 /// Runs the operator until SIGTERM/SIGINT or until it loses the lease.
@@ -157,6 +161,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         workers: Arc::new(HttpWorkers::default()),
         topics: Arc::new(KafkaTopics),
         metrics: metrics.clone(),
+        default_worker_image: opts.default_worker_image.clone(),
         now: k8s_openapi::jiff::Timestamp::now,
     });
     let scopes: Vec<Option<String>> = if opts.namespaces.is_empty() {

@@ -59,49 +59,6 @@ const USERS: i64 = 40;
 /// so `txn_count_1h` of a user's k-th transaction is k.
 const EVENT_STEP_MS: i64 = 20;
 
-/// Builds the worker binary the pod runner runs, once per test process.
-fn worker_binary(env: &TestEnv) {
-    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
-    let result = BUILT.get_or_init(|| {
-        let bin_dir = PathBuf::from(
-            env.get("RISKPIPE_PODRUNNER_BIN_DIR")
-                .map_err(|e| e.to_string())?,
-        );
-        let binary = bin_dir.join("riskpipe-worker");
-        if std::env::var_os("RISKPIPE_E2E_SKIP_WORKER_BUILD").is_some() {
-            return binary
-                .exists()
-                .then_some(())
-                .ok_or_else(|| format!("{} does not exist", binary.display()));
-        }
-        let target_dir = bin_dir
-            .parent()
-            .ok_or("the pod runner's bin dir has no parent")?;
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        progress("building riskpipe-worker for the pod runner");
-        let out = std::process::Command::new(cargo)
-            .args(["build", "-p", "riskpipe-worker", "--bin", "riskpipe-worker"])
-            .env("CARGO_TARGET_DIR", target_dir)
-            .current_dir(root())
-            .output()
-            .map_err(|e| format!("cannot run cargo: {e}"))?;
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            let tail: Vec<&str> = err.lines().rev().take(40).collect();
-            return Err(format!(
-                "building riskpipe-worker failed:\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            ));
-        }
-        Ok(())
-    });
-    if let Err(e) = result {
-        panic!(
-            "the pod runner runs $CARGO_TARGET_DIR/debug/riskpipe-worker, which these tests need: {e}"
-        );
-    }
-}
-
 /// Each test runs an operator, two workers and a producer: on a two-core machine
 /// they run one at a time, or their deadlines measure the machine's load.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

@@ -31,6 +31,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{/* The operator image. */}}
+{{- define "riskpipe.workerImage" -}}
+{{- printf "%s:%s" .Values.workerImage.repository (default .Chart.AppVersion .Values.workerImage.tag) -}}
+{{- end -}}
+
 {{- define "riskpipe.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
@@ -48,9 +52,6 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["riskpipe.io"]
   resources: ["riskpipelines/finalizers"]
   verbs: ["update"]
-- apiGroups: ["riskpipe.io"]
-  resources: ["riskpipelines/scale"]
-  verbs: ["get", "patch"]
 - apiGroups: ["apps"]
   resources: ["statefulsets"]
   verbs: ["get", "list", "watch", "create", "patch"]

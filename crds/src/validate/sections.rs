@@ -27,7 +27,9 @@ pub(super) fn check_spec(c: &mut Checker, spec: &RiskPipelineSpec) {
             spec.time_zone
         ),
     );
-    c.non_empty(&spec.image, "spec.image");
+    if let Some(image) = &spec.image {
+        c.non_empty(image, "spec.image");
+    }
     if let Some(path) = &spec.initial_savepoint_path {
         c.non_empty(path, "spec.initialSavepointPath");
     }
@@ -42,6 +44,20 @@ pub(super) fn check_spec(c: &mut Checker, spec: &RiskPipelineSpec) {
     autoscaler(c, &spec.autoscaler);
     restart_policy(c, &spec.restart_policy);
     secrets(c, &spec.secrets);
+    pod_template(c, &spec.pod_template);
+}
+
+fn pod_template(c: &mut Checker, t: &crate::pod_template::PodTemplateSpec) {
+    for (i, e) in t.spec.env.iter().enumerate() {
+        c.ensure(
+            !(e.name.starts_with("RISKPIPE_") || e.name.starts_with("POD_")),
+            &format!("spec.podTemplate.spec.env[{i}].name"),
+            format!(
+                "{} is set by the operator (POD_* and RISKPIPE_* names are its own)",
+                e.name
+            ),
+        );
+    }
 }
 
 fn source(c: &mut Checker, source: &SourceSpec) {

@@ -1,6 +1,7 @@
 //! Desired objects of a pipeline, built without a client: the same inputs always give
 //! the same objects, so the reconcile can apply them blindly and tests can read them.
 
+mod pod_template;
 pub mod secrets;
 pub mod stateless;
 mod support;

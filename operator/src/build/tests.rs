@@ -134,7 +134,7 @@ fn hash_changes_with_what_workers_read_only() {
     threshold.rules.decision.review_score += 1;
     assert_ne!(config_hash(&threshold).unwrap(), base);
     let mut image = rp.spec.clone();
-    image.image = "riskpipe-worker:2".into();
+    image.image = Some("riskpipe-worker:2".into());
     assert_ne!(config_hash(&image).unwrap(), base);
     let mut operator_only = rp.spec.clone();
     operator_only.savepoint_trigger_nonce = Some(7);
@@ -383,4 +383,85 @@ fn stateless_mode_gives_each_configuration_fresh_state_and_checkpoint_folders() 
     rp.spec.parallelism = 2;
     let c = state_dir_arg(&desired(&rp, &plan(2)).unwrap());
     assert!(dir_a != b && b != c && dir_a != c, "{dir_a} {b} {c}");
+}
+
+/// `spec.podTemplate` reaches the worker Pods, under what the operator owns.
+#[test]
+fn the_pod_template_is_merged_under_what_the_operator_owns() {
+    let mut rp = pipeline();
+    let t: riskpipe_crds::PodTemplateSpec = serde_json::from_value(serde_json::json!({
+        "metadata": {
+            "labels": {"team": "risk", "riskpipe.io/pipeline": "hijacked"},
+            "annotations": {"policy.example/owner": "risk", "riskpipe.io/config-hash": "x"}
+        },
+        "spec": {
+            "nodeSelector": {"pool": "risk"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "risk", "effect": "NoSchedule"}],
+            "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+                 "labelSelector": {"matchLabels": {"riskpipe.io/pipeline": "payments"}}}}]}},
+            "priorityClassName": "risk-critical",
+            "imagePullSecrets": [{"name": "registry"}],
+            "serviceAccountName": "payments-irsa",
+            "env": [{"name": "TZDIR", "value": "/usr/share/zoneinfo"}]
+        }
+    }))
+    .unwrap();
+    rp.spec.pod_template = t;
+    let d = desired(&rp, &plan(3)).unwrap();
+    let tpl = pod_template(&d);
+    let meta = tpl.metadata.as_ref().unwrap();
+    let labels = meta.labels.as_ref().unwrap();
+    assert_eq!(labels["team"], "risk");
+    assert_eq!(
+        labels["riskpipe.io/pipeline"], "payments",
+        "selector label kept"
+    );
+    let annotations = meta.annotations.as_ref().unwrap();
+    assert_eq!(annotations["policy.example/owner"], "risk");
+    assert_ne!(
+        annotations[CONFIG_HASH_ANNOTATION], "x",
+        "the hash is the operator's"
+    );
+    let pod = tpl.spec.as_ref().unwrap();
+    assert_eq!(pod.node_selector.as_ref().unwrap()["pool"], "risk");
+    assert_eq!(
+        pod.tolerations.as_ref().unwrap()[0].key.as_deref(),
+        Some("dedicated")
+    );
+    assert!(pod.affinity.as_ref().unwrap().pod_anti_affinity.is_some());
+    assert_eq!(pod.priority_class_name.as_deref(), Some("risk-critical"));
+    assert_eq!(pod.image_pull_secrets.as_ref().unwrap()[0].name, "registry");
+    assert_eq!(pod.service_account_name.as_deref(), Some("payments-irsa"));
+    let c = &pod.containers[0];
+    let env = c.env.as_ref().unwrap();
+    assert!(env.iter().any(|e| e.name == "TZDIR"));
+    assert!(
+        env.iter().any(|e| e.name == "POD_NAME"),
+        "the operator's env kept"
+    );
+    // What the operator owns is untouched.
+    assert_eq!(
+        c.security_context
+            .as_ref()
+            .unwrap()
+            .read_only_root_filesystem,
+        Some(true)
+    );
+    assert!(c.readiness_probe.is_some());
+    // Changing it rolls the workers (through the rollout, with a savepoint first in
+    // savepoint mode), like any change of what the workers run with.
+    assert_ne!(
+        config_hash(&rp.spec).unwrap(),
+        config_hash(&pipeline().spec).unwrap()
+    );
+    // The operator's names are refused in env.
+    rp.spec.pod_template.spec.env[0].name = "RISKPIPE_SECRETS_DIR".into();
+    let errors = rp.spec.validate().unwrap_err();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.field == "spec.podTemplate.spec.env[0].name"),
+        "{errors:?}"
+    );
 }

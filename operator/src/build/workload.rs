@@ -114,16 +114,29 @@ pub fn statefulset(owner: &Owner, spec: &RiskPipelineSpec, t: &Template<'_>) -> 
             volume_claim_templates: Some(vec![state_claim(spec)]),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
-                    labels: Some(names.labels()),
-                    annotations: Some(annotations),
+                    labels: Some(under(&spec.pod_template.metadata.labels, names.labels())),
+                    annotations: Some(under(&spec.pod_template.metadata.annotations, annotations)),
                     ..ObjectMeta::default()
                 }),
-                spec: Some(pod_spec(owner, spec, t)),
+                spec: Some(super::pod_template::merge(
+                    pod_spec(owner, spec, t),
+                    &spec.pod_template.spec,
+                )),
             },
             ..StatefulSetSpec::default()
         },
         ..StatefulSet::default()
     }
+}
+
+/// The user's `extra` entries with the operator's `own` over them (its keys win).
+fn under(
+    extra: &BTreeMap<String, String>,
+    own: BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut out = extra.clone();
+    out.extend(own);
+    out
 }
 
 fn state_claim(spec: &RiskPipelineSpec) -> PersistentVolumeClaim {
@@ -191,7 +204,11 @@ fn pod_spec(owner: &Owner, spec: &RiskPipelineSpec, t: &Template<'_>) -> PodSpec
         }),
         containers: vec![Container {
             name: CONTAINER.into(),
-            image: Some(spec.image.clone()),
+            image: Some(
+                spec.image
+                    .clone()
+                    .unwrap_or_else(|| riskpipe_crds::DEFAULT_IMAGE.into()),
+            ),
             args: Some(worker_args(
                 spec,
                 t.plan.restore_from.as_deref(),

@@ -16,7 +16,8 @@ use crate::conditions::Cond;
 pub struct ScaleInput<'a> {
     /// `spec.autoscaler`.
     pub spec: &'a AutoscalerSpec,
-    /// `spec.parallelism` now.
+    /// The parallelism in effect now (the autoscaler's last choice, else
+    /// `spec.parallelism`).
     pub parallelism: i32,
     /// Partitions of the input topic, when known (more workers would idle).
     pub partitions: Option<i32>,
@@ -35,7 +36,8 @@ pub struct ScaleInput<'a> {
 /// The autoscaler's decision.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ScaleDecision {
-    /// Set `spec.parallelism` to this now (through the scale subresource).
+    /// The new parallelism, kept in `status.autoscaledParallelism` (the spec is the
+    /// user's and is never written).
     pub scale_to: Option<i32>,
     /// The Scaling condition.
     pub condition: Cond,
@@ -45,6 +47,7 @@ pub struct ScaleDecision {
 
 const UP_PENDING: &str = "ScaleUpPending";
 const DOWN_PENDING: &str = "ScaleDownPending";
+const EVALUATING: &str = "Evaluating";
 
 /// Workers needed for `m` at `spec`'s targets, clamped to the bounds; `None` without
 /// figures to go on (nothing processed, or workers never busy).
@@ -109,11 +112,27 @@ pub fn decide(input: &ScaleInput<'_>) -> ScaleDecision {
     let window = spec.stabilization_window.as_std();
     let since = match input.previous {
         Some((r, since)) if r == reason => since,
+        // Evaluated last time: the wish is now pending, and its window starts with
+        // this condition's transition to True.
+        Some((EVALUATING, _)) => {
+            return ScaleDecision {
+                scale_to: None,
+                condition: Cond::yes(
+                    ct::SCALING,
+                    reason,
+                    format!(
+                        "{n} → {wanted} worker(s) once wanted for {}: {figures}",
+                        spec.stabilization_window.as_str()
+                    ),
+                ),
+                note: None,
+            };
+        }
         // A new wish (or the direction changed): the window starts now, shown by one
         // reconcile with Scaling=False so that the transition time restarts.
         _ => {
             return stay(
-                "Evaluating",
+                EVALUATING,
                 format!(
                     "{wanted} worker(s) wanted ({figures}); must hold for {}",
                     spec.stabilization_window.as_str()
@@ -151,8 +170,8 @@ pub fn decide(input: &ScaleInput<'_>) -> ScaleDecision {
         note: Some(normal(
             "Scaled",
             format!(
-                "spec.parallelism {n} → {wanted}: {figures}; target utilization {}, catch-up {}, \
-                 wanted for {}",
+                "parallelism {n} → {wanted} (status.autoscaledParallelism; spec.parallelism is \
+                 left as written): {figures}; target utilization {}, catch-up {}, wanted for {}",
                 spec.target_utilization,
                 spec.catch_up_duration.as_str(),
                 spec.stabilization_window.as_str()
@@ -256,6 +275,10 @@ mod tests {
             (d.scale_to, d.condition.reason.as_str()),
             (None, "Evaluating")
         );
+        // The next look: the wish is pending (True; its window starts now).
+        let d = decide(&input(&s, &busy, Some(("Evaluating", 0)), None, 5));
+        assert_eq!((d.scale_to, d.condition.status), (None, true));
+        assert_eq!(d.condition.reason, "ScaleUpPending");
         let d = decide(&input(&s, &busy, Some(("ScaleUpPending", 0)), None, 30));
         assert_eq!((d.scale_to, d.condition.status), (None, true));
         assert_eq!(d.condition.reason, "ScaleUpPending");

@@ -51,6 +51,33 @@ impl Workload {
     }
 }
 
+/// The parallelism in effect: the built-in autoscaler's choice while it is on (kept
+/// within its bounds), else `spec.parallelism`. The operator never writes
+/// `spec.parallelism`, so a GitOps tool comparing the spec sees no drift.
+pub fn effective_parallelism(spec: &RiskPipelineSpec, status: &RiskPipelineStatus) -> i32 {
+    let a = &spec.autoscaler;
+    match status.autoscaled_parallelism {
+        Some(p) if a.enabled => p.clamp(a.min_replicas.min(a.max_replicas), a.max_replicas),
+        _ => spec.parallelism,
+    }
+}
+
+/// The spec the operator acts on: the user's, with the parallelism in effect
+/// ([`effective_parallelism`]) and the image resolved (`spec.image`, else
+/// `default_image`, the operator's default). Never written back.
+pub fn effective_spec(
+    spec: &RiskPipelineSpec,
+    status: &RiskPipelineStatus,
+    default_image: &str,
+) -> RiskPipelineSpec {
+    let mut out = spec.clone();
+    out.parallelism = effective_parallelism(spec, status);
+    if out.image.is_none() {
+        out.image = Some(default_image.to_owned());
+    }
+    out
+}
+
 /// Everything a lifecycle decision reads.
 #[derive(Clone, Debug)]
 pub struct Observed<'a> {
@@ -120,7 +147,7 @@ pub struct Operations {
     pub restart: bool,
     /// The restart limit is reached (Degraded), if so.
     pub restart_stuck: Option<String>,
-    /// Set `spec.parallelism` to this now (autoscaler).
+    /// The autoscaler's new choice of workers (`status.autoscaledParallelism`).
     pub scale_to: Option<i32>,
     /// The Scaling condition, when decided.
     pub scaling: Option<crate::conditions::Cond>,
@@ -235,7 +262,12 @@ fn operations(obs: &Observed<'_>, idle: bool, notes: &mut Vec<Note>) -> Operatio
         now: obs.now,
     });
     notes.extend(restart.note.clone());
-    let scaling = condition(riskpipe_crds::condition_types::SCALING)
+    // Whatever its status: `Evaluating` (False) is the step before a pending wish.
+    let scaling = obs
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == riskpipe_crds::condition_types::SCALING)
         .map(|c| (c.reason.as_str(), c.last_transition_time.0));
     let scale = autoscale::decide(&autoscale::ScaleInput {
         spec: &obs.spec.autoscaler,

@@ -98,25 +98,6 @@ pub async fn trigger_savepoint(
     }
 }
 
-/// Sets `spec.parallelism` through the scale subresource (as HPA or KEDA would); the
-/// rescale itself is the rollout that the changed spec starts.
-pub async fn scale(ctx: &Context, rp: &RiskPipeline, replicas: i32) -> Result<(), Error> {
-    let api: kube::Api<RiskPipeline> =
-        kube::Api::namespaced(ctx.client.clone(), &rp.namespace().unwrap_or_default());
-    let patch = serde_json::json!({"spec": {"replicas": replicas}});
-    api.patch_scale(
-        &rp.name_any(),
-        &kube::api::PatchParams::default(),
-        &kube::api::Patch::Merge(&patch),
-    )
-    .await
-    .map_err(|source| Error::Status {
-        name: rp.name_any(),
-        source,
-    })?;
-    Ok(())
-}
-
 /// Deletes the savepoints retention removed through the workers that wrote them
 /// (`DELETE /savepoints/{id}`); an entry whose deletion must be retried (worker not
 /// running, unreachable, or the part still being written) goes back into the history.

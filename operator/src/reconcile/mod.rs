@@ -120,6 +120,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// The clock (fixed in tests).
     pub now: fn() -> Timestamp,
+    /// The worker image of pipelines without `spec.image`.
+    pub default_worker_image: String,
 }
 
 impl Context {
@@ -248,6 +250,11 @@ async fn apply(rp: &RiskPipeline, ctx: &Context) -> Result<Action, Error> {
         });
     }
 
+    // The spec acted on: the user's with the parallelism in effect (the autoscaler's
+    // choice lives in the status) and the image resolved. The stored spec is never
+    // written.
+    let spec = lifecycle::effective_spec(&rp.spec, &previous, &ctx.default_worker_image);
+
     // Observe.
     let live = observe::live(&ctx.client, &owner).await?;
     let workload = live.statefulset.as_ref().map(observe::workload);
@@ -258,16 +265,16 @@ async fn apply(rp: &RiskPipeline, ctx: &Context) -> Result<Action, Error> {
         }
         None => None,
     };
-    let hash = build::config_hash(&rp.spec)?;
+    let hash = build::config_hash(&spec)?;
     let name = rp.name_any();
     let obs = Observed {
         pipeline: &name,
-        spec: &rp.spec,
+        spec: &spec,
         desired_hash: &hash,
         status: &previous,
         workload: workload.clone(),
         savepoint: progress,
-        changed: observe::changed_sections(live.config_map.as_ref(), &rp.spec),
+        changed: observe::changed_sections(live.config_map.as_ref(), &spec),
         metrics: status::aggregate(&workers, now),
         partitions: match topic {
             TopicInfo::Partitions(p) => Some(p),
@@ -284,12 +291,10 @@ async fn apply(rp: &RiskPipeline, ctx: &Context) -> Result<Action, Error> {
     });
     // The restart policy's last restart time goes into the Pod template.
     let mut to_build = (*rp).clone();
+    to_build.spec = spec.clone();
     to_build.status.get_or_insert_default().restarts = decision.ops.restarts.clone();
     let desired = build::desired(&to_build, &plan)?;
     act::apply_objects(ctx, &desired, decision.plan.is_some()).await?;
-    if let Some(replicas) = decision.ops.scale_to {
-        act::scale(ctx, rp, replicas).await?;
-    }
 
     // Act on the workers, then tell.
     act::trigger_savepoint(ctx, &mut decision, &live.addrs, workload.as_ref()).await;
@@ -304,7 +309,7 @@ async fn apply(rp: &RiskPipeline, ctx: &Context) -> Result<Action, Error> {
     };
     let next = status::compose(&status::Input {
         generation,
-        spec: &rp.spec,
+        spec: &spec,
         previous: &previous,
         selector: owner.names.selector_string(),
         decision: &decision,

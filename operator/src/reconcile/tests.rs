@@ -184,6 +184,7 @@ fn context(topic: TopicInfo) -> (Arc<Context>, Handle) {
         topics: Arc::new(FixedTopic(topic)),
         metrics: crate::metrics::Metrics::default(),
         now,
+        default_worker_image: riskpipe_crds::DEFAULT_IMAGE.into(),
     };
     (Arc::new(ctx), handle)
 }
@@ -488,7 +489,13 @@ impl WorkerApi for RecordingWorkers {
 }
 
 fn running_statefulset(rp: &RiskPipeline) -> Value {
-    let hash = crate::build::config_hash(&rp.spec).unwrap();
+    // The operator hashes the spec it acts on: the image resolved to its default.
+    let spec = crate::lifecycle::effective_spec(
+        &rp.spec,
+        &rp.status.clone().unwrap_or_default(),
+        riskpipe_crds::DEFAULT_IMAGE,
+    );
+    let hash = crate::build::config_hash(&spec).unwrap();
     json!({
         "apiVersion": "apps/v1", "kind": "StatefulSet",
         "metadata": {"name": "payments", "namespace": "risk", "generation": 1},
@@ -530,6 +537,7 @@ async fn a_new_nonce_asks_every_worker_and_records_their_requests() {
         topics: Arc::new(FixedTopic(TopicInfo::Unknown)),
         metrics: crate::metrics::Metrics::default(),
         now,
+        default_worker_image: riskpipe_crds::DEFAULT_IMAGE.into(),
     });
     let sts = running_statefulset(&rp);
     let stored = serde_json::to_value(&rp).unwrap();
@@ -679,6 +687,7 @@ async fn dispose_with(unreachable: Option<&str>) -> (Value, Vec<(std::net::Socke
         topics: Arc::new(FixedTopic(TopicInfo::Unknown)),
         metrics: crate::metrics::Metrics::default(),
         now,
+        default_worker_image: riskpipe_crds::DEFAULT_IMAGE.into(),
     });
     let sts = running_statefulset(&rp);
     let stored = serde_json::to_value(&rp).unwrap();

@@ -18,7 +18,7 @@ use crate::{
 pub struct Input<'a> {
     /// `metadata.generation` of the pipeline.
     pub generation: i64,
-    /// The spec.
+    /// The spec acted on (the parallelism in effect, the image resolved).
     pub spec: &'a RiskPipelineSpec,
     /// The status before this reconcile.
     pub previous: &'a RiskPipelineStatus,
@@ -221,6 +221,13 @@ pub fn compose(input: &Input<'_>) -> RiskPipelineStatus {
         } else {
             input.previous.last_scale_time.clone()
         },
+        autoscaled_parallelism: input
+            .spec
+            .autoscaler
+            .enabled
+            .then(|| d.ops.scale_to.or(input.previous.autoscaled_parallelism))
+            .flatten(),
+        parallelism: Some(d.ops.scale_to.unwrap_or(input.spec.parallelism)),
         observed: metrics,
         rollout: d.rollout.clone(),
     }

@@ -81,9 +81,43 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The one step before `helm install`/`helm upgrade` (README, "Install"): Helm
+/// never upgrades a chart's `crds/`, so the CRD of this checkout is applied with
+/// server-side apply (idempotent; the cluster's CRD is shared by every test).
+pub fn apply_crd(env: &TestEnv) {
+    tool(
+        env,
+        keys::KUBECTL,
+        &[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager",
+            "riskpipe-crd",
+            "-f",
+            "charts/riskpipe/crds/riskpipe.io_riskpipelines.yaml",
+        ],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("kubectl apply of the CRD: {e}"));
+    tool(
+        env,
+        keys::KUBECTL,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/riskpipelines.riskpipe.io",
+        ],
+        None,
+    )
+    .unwrap_or_else(|e| panic!("CRD not established: {e}"));
+}
+
 /// A namespace with the chart installed in it (CRD, namespaced RBAC, no operator Pod).
 pub fn install(env: &TestEnv, prefix: &str) -> String {
     let ns = unique(prefix);
+    apply_crd(env);
     tool(
         env,
         keys::HELM,
@@ -250,4 +284,47 @@ pub async fn wait_pipeline(
 /// A client of the environment's apiserver.
 pub async fn client(env: &TestEnv) -> Client {
     env.kube_client().await.unwrap()
+}
+
+/// Builds the worker binary the pod runner runs, once per test process.
+pub fn worker_binary(env: &TestEnv) {
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let result = BUILT.get_or_init(|| {
+        let bin_dir = std::path::PathBuf::from(
+            env.get("RISKPIPE_PODRUNNER_BIN_DIR")
+                .map_err(|e| e.to_string())?,
+        );
+        let binary = bin_dir.join("riskpipe-worker");
+        if std::env::var_os("RISKPIPE_E2E_SKIP_WORKER_BUILD").is_some() {
+            return binary
+                .exists()
+                .then_some(())
+                .ok_or_else(|| format!("{} does not exist", binary.display()));
+        }
+        let target_dir = bin_dir
+            .parent()
+            .ok_or("the pod runner's bin dir has no parent")?;
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        eprintln!("building riskpipe-worker for the pod runner");
+        let out = std::process::Command::new(cargo)
+            .args(["build", "-p", "riskpipe-worker", "--bin", "riskpipe-worker"])
+            .env("CARGO_TARGET_DIR", target_dir)
+            .current_dir(root())
+            .output()
+            .map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            let tail: Vec<&str> = err.lines().rev().take(40).collect();
+            return Err(format!(
+                "building riskpipe-worker failed:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            ));
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!(
+            "the pod runner runs $CARGO_TARGET_DIR/debug/riskpipe-worker, which these tests need: {e}"
+        );
+    }
 }
