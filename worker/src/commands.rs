@@ -15,7 +15,7 @@ use crate::dims_csv::load_dimensions;
 use crate::local::generator::{Generator, GeneratorConfig};
 use crate::local::report::RunStats;
 use crate::local::source::LocalSource;
-use crate::local::{LocalPipeline, LocalSinks, RunOptions, StateDir, WithInlineLists};
+use crate::local::{InlineLists, LocalPipeline, LocalSinks, RunOptions, StateDir, WithInlineLists};
 use crate::output::JsonLines;
 use crate::pipeline_config::engine_config;
 use crate::state::{self, PartitionState};
@@ -89,12 +89,9 @@ fn with_lists<D: Dimensions + Send + 'static>(
     base: D,
     pipeline: &RiskPipeline,
 ) -> Box<dyn Dimensions + Send> {
-    let lists = &pipeline.spec.dimensions.lists;
     Box::new(WithInlineLists {
         base,
-        users: lists.blacklist_users.iter().copied().collect(),
-        merchants: lists.blacklist_merchants.iter().copied().collect(),
-        ips: lists.blacklist_ips.iter().cloned().collect(),
+        lists: InlineLists::of(&pipeline.spec.dimensions.lists),
     })
 }
 
