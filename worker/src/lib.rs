@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod commands;
+pub mod dims;
 pub mod dims_csv;
 pub mod http;
 pub mod kafka;
