@@ -11,7 +11,7 @@ CREATE TABLE IF NOT EXISTS user_risk_profiles (
   max_single_amount DECIMAL(15,2),
   suspicious_activity_count INT,
   last_update_time TIMESTAMP NULL
-);
+) DEFAULT CHARSET=utf8mb4;
 CREATE TABLE IF NOT EXISTS merchant_risk_profiles (
   merchant_id BIGINT PRIMARY KEY,
   merchant_category VARCHAR(64),
@@ -20,9 +20,9 @@ CREATE TABLE IF NOT EXISTS merchant_risk_profiles (
   avg_transaction_amount DECIMAL(15,2),
   business_hours_start TIME,
   business_hours_end TIME
-);
-CREATE TABLE IF NOT EXISTS blacklist_users (user_id BIGINT PRIMARY KEY);
-CREATE TABLE IF NOT EXISTS blacklist_merchants (merchant_id BIGINT PRIMARY KEY);
+) DEFAULT CHARSET=utf8mb4;
+CREATE TABLE IF NOT EXISTS blacklist_users (user_id BIGINT PRIMARY KEY) DEFAULT CHARSET=utf8mb4;
+CREATE TABLE IF NOT EXISTS blacklist_merchants (merchant_id BIGINT PRIMARY KEY) DEFAULT CHARSET=utf8mb4;
 -- An address or a CIDR range (IPv4 or IPv6).
-CREATE TABLE IF NOT EXISTS blacklist_ips (ip_address VARCHAR(64) PRIMARY KEY);
-CREATE TABLE IF NOT EXISTS high_risk_locations (location VARCHAR(128) PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS blacklist_ips (ip_address VARCHAR(64) PRIMARY KEY) DEFAULT CHARSET=utf8mb4;
+CREATE TABLE IF NOT EXISTS high_risk_locations (location VARCHAR(128) PRIMARY KEY) DEFAULT CHARSET=utf8mb4;
