@@ -239,6 +239,9 @@ pub fn run(args: &RunArgs) -> Result<RunStats> {
     Ok(stats)
 }
 
+/// A mode's dimension source.
+pub type BoxedDimensions = Box<dyn Dimensions + Send>;
+
 /// The dimension source of a manifest: its database (with history rows from
 /// its CSV folder, if it also names one), else its CSV folder, else `fallback`
 /// (the generator's tables) or empty tables. With a database, also the health
@@ -249,7 +252,7 @@ pub fn dimensions_of(
     secrets_dir: &Path,
     stop: &Arc<AtomicBool>,
     fallback: Option<Arc<crate::local::generator::GeneratedDimensions>>,
-) -> Result<(Box<dyn Dimensions + Send>, Option<Arc<DimensionsHealth>>)> {
+) -> Result<(BoxedDimensions, Option<Arc<DimensionsHealth>>)> {
     let spec = &pipeline.spec.dimensions;
     let csv = match &spec.directory {
         Some(dir) => {

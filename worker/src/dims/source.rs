@@ -39,6 +39,9 @@ const QUIET_AFTER_FAILURE: Duration = Duration::from_secs(1);
 /// How long the start waits for an unreachable database before failing.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Whether a table is in its quiet period after a failure, and how to set it.
+type Quiet<'a> = (&'a dyn Fn(Instant) -> bool, &'a dyn Fn(Option<Instant>));
+
 /// Where the tables are and how they are cached.
 #[derive(Debug, Clone)]
 pub struct DbSettings {
@@ -521,7 +524,7 @@ impl DbDimensions {
         full: &FullTable<T>,
         every: Duration,
         stats: &TableStats,
-        quiet: (&dyn Fn(Instant) -> bool, &dyn Fn(Option<Instant>)),
+        quiet: Quiet<'_>,
         reload: impl Fn() -> Result<Arc<Loaded<T>>, DbError>,
     ) -> Result<Arc<Loaded<T>>, Unavailable> {
         self.waiting(name, || {
