@@ -25,5 +25,6 @@ pub use dead_letter::DeadLetterKind;
 pub use flags::WorkerArgs;
 pub use savepoint::{SavepointInfo, SavepointState, TriggerSavepoint};
 pub use status::{
-    CheckpointInfo, OffsetOutOfRangeReport, PartitionStatus, WorkerState, WorkerStatus,
+    CheckpointInfo, DimensionOutage, OffsetOutOfRangeReport, PartitionStatus, WorkerState,
+    WorkerStatus,
 };

@@ -166,6 +166,23 @@ pub struct WorkerStatus {
     /// stopped, data lost to retention. Absent from older workers.
     #[serde(default)]
     pub partitions: Vec<PartitionStatus>,
+    /// Dimension tables the worker cannot read now (the database is down or
+    /// refuses): records that need an uncached row wait. Empty when all is
+    /// well; absent from older workers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dimensions_unavailable: Vec<DimensionOutage>,
+}
+
+/// A dimension table that cannot be read (never with credentials).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DimensionOutage {
+    /// The table's name in the database.
+    pub table: String,
+    /// The last error.
+    pub error: String,
+    /// Since when it fails, ms since the epoch.
+    pub since_ms: i64,
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::{duration::Duration, refs::SecretRef};
 
 /// Profile tables, history summary and lists the rules look up.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub struct DimensionsSpec {
     /// Folder of CSV files (local mode): user_risk_profiles.csv,
@@ -25,6 +25,25 @@ pub struct DimensionsSpec {
     pub history: HistoryTable,
     /// Blacklists.
     pub lists: ListsSpec,
+    /// While the database cannot be read, a cached row (or cached miss) past
+    /// its TTL, or a full-cache table past its reload, still serves until it
+    /// is this old; a record whose row is older or not cached waits for the
+    /// database (default 10 min).
+    pub max_staleness: Duration,
+}
+
+impl Default for DimensionsSpec {
+    fn default() -> Self {
+        DimensionsSpec {
+            directory: None,
+            database: None,
+            users: UsersTable::default(),
+            merchants: MerchantsTable::default(),
+            history: HistoryTable::default(),
+            lists: ListsSpec::default(),
+            max_staleness: Duration::from_millis(10 * 60_000),
+        }
+    }
 }
 
 /// A database connection for the dimension tables.
@@ -40,6 +59,19 @@ pub struct DatabaseSpec {
     pub credentials_secret_ref: Option<SecretRef>,
 }
 
+/// How a table is cached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum CacheMode {
+    /// Rows are looked up per micro-batch and kept in an LRU cache of `maxRows`
+    /// entries for `ttl` (Flink's PARTIAL lookup cache).
+    #[default]
+    Lru,
+    /// The whole table is loaded at start and reloaded every `ttl` (Flink's
+    /// FULL lookup cache), for small tables such as merchants.
+    Full,
+}
+
 /// A table's name and cache settings with defaults resolved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TableSettings<'a> {
@@ -49,6 +81,8 @@ pub struct TableSettings<'a> {
     pub max_rows: u64,
     /// How long a cached row (or a cached miss) stays valid.
     pub ttl: std::time::Duration,
+    /// LRU lookups or the whole table in memory.
+    pub mode: CacheMode,
 }
 
 /// Declares a looked-up table and its cache, with its own defaults (the seed's
@@ -87,6 +121,7 @@ macro_rules! lookup_table {
                     table: &self.table,
                     max_rows: u64::try_from(self.cache.max_rows).unwrap_or(0),
                     ttl: self.cache.ttl.as_std(),
+                    mode: self.cache.mode,
                 }
             }
         }
@@ -98,8 +133,12 @@ macro_rules! lookup_table {
             /// Most rows kept in the cache (per worker).
             #[schemars(range(min = 0))]
             pub max_rows: i64,
-            /// How long a cached row (or a cached miss) stays valid.
+            /// How long a cached row (or a cached miss) stays valid; in
+            /// `full` mode, how often the whole table is reloaded.
             pub ttl: Duration,
+            /// `lru` (default): rows looked up per micro-batch; `full`: the
+            /// whole table in memory, reloaded every `ttl`.
+            pub mode: CacheMode,
         }
 
         impl Default for $cache {
@@ -107,6 +146,7 @@ macro_rules! lookup_table {
                 Self {
                     max_rows: $rows,
                     ttl: Duration::from_millis($ttl),
+                    mode: CacheMode::Lru,
                 }
             }
         }
@@ -149,14 +189,18 @@ pub struct ListsSpec {
     /// Table of blacklisted merchant_ids.
     #[schemars(length(min = 1, max = 128))]
     pub merchants_table: String,
-    /// Table of blacklisted IP addresses.
+    /// Table of blacklisted IP addresses (`ip_address`: an address or a CIDR
+    /// range, IPv4 or IPv6).
     #[schemars(length(min = 1, max = 128))]
     pub ips_table: String,
+    /// Table of high-risk locations (column `location`).
+    #[schemars(length(min = 1, max = 128))]
+    pub locations_table: String,
     /// Blacklisted user_ids, in addition to the table.
     pub blacklist_users: Vec<i64>,
     /// Blacklisted merchant_ids, in addition to the table.
     pub blacklist_merchants: Vec<i64>,
-    /// Blacklisted IP addresses (exact text), in addition to the table.
+    /// Blacklisted IP addresses or CIDR ranges, in addition to the table.
     pub blacklist_ips: Vec<String>,
 }
 
@@ -167,6 +211,7 @@ impl Default for ListsSpec {
             users_table: "blacklist_users".into(),
             merchants_table: "blacklist_merchants".into(),
             ips_table: "blacklist_ips".into(),
+            locations_table: "high_risk_locations".into(),
             blacklist_users: Vec::new(),
             blacklist_merchants: Vec::new(),
             blacklist_ips: Vec::new(),

@@ -27,7 +27,7 @@ pub mod storage;
 pub mod validate;
 
 pub use dimensions::{
-    DatabaseSpec, DimensionsSpec, HistoryCache, HistoryTable, ListsSpec, MerchantsCache,
+    CacheMode, DatabaseSpec, DimensionsSpec, HistoryCache, HistoryTable, ListsSpec, MerchantsCache,
     MerchantsTable, TableSettings, UsersCache, UsersTable,
 };
 pub use duration::{Duration, DurationError};

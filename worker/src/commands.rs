@@ -11,11 +11,13 @@ use riskpipe_crds::{RiskPipeline, Sink, SinkSpec, Source, SourceSpec};
 use riskpipe_engine::dimensions::{Dimensions, StaticDimensions};
 use riskpipe_engine::{DecisionWriter, Engine};
 
+use crate::dims::db::Credentials;
+use crate::dims::{DbDimensions, DbSettings, DimensionsHealth};
 use crate::dims_csv::load_dimensions;
 use crate::local::generator::{Generator, GeneratorConfig};
 use crate::local::report::RunStats;
 use crate::local::source::LocalSource;
-use crate::local::{LocalPipeline, LocalSinks, RunOptions, StateDir, WithInlineLists};
+use crate::local::{InlineLists, LocalPipeline, LocalSinks, RunOptions, StateDir, WithInlineLists};
 use crate::monitoring::MonitoringFiles;
 use crate::output::JsonLines;
 use crate::pipeline_config::engine_config;
@@ -53,16 +55,19 @@ pub struct RunArgs {
 pub struct ReplayArgs {
     /// JSONL transactions.
     pub transactions: PathBuf,
-    /// Folder of dimension CSV files.
-    pub dimensions: PathBuf,
+    /// Folder of dimension CSV files (else the manifest's `spec.dimensions`).
+    pub dimensions: Option<PathBuf>,
     /// Decisions out.
     pub out: PathBuf,
     /// Dead letters out (default: next to `out`).
     pub dead_letters: Option<PathBuf>,
-    /// Thresholds from this manifest (default: the seed's).
+    /// Thresholds, and dimensions when `dimensions` is not given, from this
+    /// manifest (default: the seed's).
     pub manifest: Option<PathBuf>,
     /// Write each decision's model features here (JSONL).
     pub features_out: Option<PathBuf>,
+    /// Folder of mounted Secrets (the database credentials).
+    pub secrets_dir: PathBuf,
 }
 
 /// Reads and validates a manifest file.
@@ -94,12 +99,9 @@ fn with_lists<D: Dimensions + Send + 'static>(
     base: D,
     pipeline: &RiskPipeline,
 ) -> Box<dyn Dimensions + Send> {
-    let lists = &pipeline.spec.dimensions.lists;
     Box::new(WithInlineLists {
         base,
-        users: lists.blacklist_users.iter().copied().collect(),
-        merchants: lists.blacklist_merchants.iter().copied().collect(),
-        ips: lists.blacklist_ips.iter().cloned().collect(),
+        lists: InlineLists::of(&pipeline.spec.dimensions.lists),
     })
 }
 
@@ -207,16 +209,8 @@ pub fn run(args: &RunArgs) -> Result<RunStats> {
         }
         None => bail!("spec.source: set exactly one of generator, file or kafka"),
     };
-    let dims: Box<dyn Dimensions + Send> = match (&spec.dimensions.directory, generated) {
-        (Some(dir), _) => {
-            let dir = relative_to(&base, dir);
-            let (dims, counts) = load_dimensions(&dir)?;
-            tracing::info!(dir = %dir.display(), ?counts, "dimension tables loaded");
-            with_lists(dims, &pipeline)
-        }
-        (None, Some(generated)) => with_lists(generated, &pipeline),
-        (None, None) => with_lists(StaticDimensions::default(), &pipeline),
-    };
+    let stop = stop_flag()?;
+    let (dims, _) = dimensions_of(&pipeline, &base, &args.secrets_dir, &stop, generated)?;
 
     let decisions_path = match &args.out {
         Some(p) => p.clone(),
@@ -251,7 +245,7 @@ pub fn run(args: &RunArgs) -> Result<RunStats> {
         &RunOptions {
             progress: !args.no_progress,
             rate_per_second: rate,
-            stop: stop_flag()?,
+            stop,
         },
     )?;
     eprint!(
@@ -261,15 +255,74 @@ pub fn run(args: &RunArgs) -> Result<RunStats> {
     Ok(stats)
 }
 
-fn dimensions_of(pipeline: &RiskPipeline, base: &Path) -> Result<Box<dyn Dimensions + Send>> {
-    Ok(match &pipeline.spec.dimensions.directory {
+/// A mode's dimension source.
+pub type BoxedDimensions = Box<dyn Dimensions + Send>;
+
+/// The dimension source of a manifest: its database (with history rows from
+/// its CSV folder, if it also names one), else its CSV folder, else `fallback`
+/// (the generator's tables) or empty tables. With a database, also the health
+/// `/status` reports.
+pub fn dimensions_of(
+    pipeline: &RiskPipeline,
+    base: &Path,
+    secrets_dir: &Path,
+    stop: &Arc<AtomicBool>,
+    fallback: Option<Arc<crate::local::generator::GeneratedDimensions>>,
+) -> Result<(BoxedDimensions, Option<Arc<DimensionsHealth>>)> {
+    let spec = &pipeline.spec.dimensions;
+    let csv = match &spec.directory {
         Some(dir) => {
             let dir = relative_to(base, dir);
             let (dims, counts) = load_dimensions(&dir)?;
             tracing::info!(dir = %dir.display(), ?counts, "dimension tables loaded");
-            with_lists(dims, pipeline)
+            Some(dims)
         }
-        None => with_lists(StaticDimensions::default(), pipeline),
+        None => None,
+    };
+    let credentials = match spec
+        .database
+        .as_ref()
+        .and_then(|d| d.credentials_secret_ref.as_ref())
+    {
+        Some(secret) => Some(db_credentials(secret, secrets_dir)?),
+        None => None,
+    };
+    if let Some(settings) = DbSettings::of(spec, credentials) {
+        let history = StaticDimensions {
+            history: csv.map(|c| c.history).unwrap_or_default(),
+            ..StaticDimensions::default()
+        };
+        let health = Arc::new(DimensionsHealth::default());
+        let dims = DbDimensions::start(&settings, history, Arc::clone(&health), Arc::clone(stop))
+            .context("spec.dimensions.database")?;
+        tracing::info!(
+            users = %settings.users.table, merchants = %settings.merchants.table,
+            "dimension tables in the database"
+        );
+        return Ok((with_lists(dims, pipeline), Some(health)));
+    }
+    let dims = match (csv, fallback) {
+        (Some(dims), _) => with_lists(dims, pipeline),
+        (None, Some(generated)) => with_lists(generated, pipeline),
+        (None, None) => with_lists(StaticDimensions::default(), pipeline),
+    };
+    Ok((dims, None))
+}
+
+/// The database login from the mounted Secret (keys `username`, `password`).
+fn db_credentials(secret: &riskpipe_crds::SecretRef, secrets_dir: &Path) -> Result<Credentials> {
+    let what = "spec.dimensions.database.credentialsSecretRef";
+    let folder = crate::secrets::SecretsDir::new(secrets_dir).secret(secret, what)?;
+    let username = folder.read("username")?;
+    let password = folder.read("password")?;
+    Ok(Credentials {
+        username: username
+            .trimmed_str(&format!("{what} key username"))?
+            .to_owned(),
+        password: password
+            .trimmed_str(&format!("{what} key password"))?
+            .to_owned()
+            .into(),
     })
 }
 
@@ -296,7 +349,8 @@ fn run_kafka(
         .unwrap_or_else(|| PathBuf::from(&pipeline.spec.state.path));
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("creating the state folder {}", state_dir.display()))?;
-    let dims = dimensions_of(pipeline, base)?;
+    let stop = stop_flag()?;
+    let (dims, health) = dimensions_of(pipeline, base, &args.secrets_dir, &stop, None)?;
     let secrets = crate::secrets::SecretsDir::new(&args.secrets_dir);
     let security = crate::kafka::clients::KafkaSecurity::load(source, &secrets)?;
     if !security.is_empty() {
@@ -316,8 +370,9 @@ fn run_kafka(
             restore_from: args.restore_from.clone(),
             security,
             secrets_dir: args.secrets_dir.clone(),
+            dimensions_health: health,
         },
-        stop_flag()?,
+        stop,
     )
 }
 
@@ -349,8 +404,30 @@ pub fn replay(args: &ReplayArgs) -> Result<RunStats> {
         }
     };
     let cfg = engine_config(&pipeline).context("pipeline thresholds")?;
-    let (dims, counts) = load_dimensions(&args.dimensions)?;
-    tracing::info!(dir = %args.dimensions.display(), ?counts, "dimension tables loaded");
+    let base = args
+        .manifest
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let mut pipeline = pipeline;
+    if let Some(dir) = &args.dimensions {
+        if pipeline.spec.dimensions.database.is_some() {
+            bail!(
+                "replay: --dimensions names a CSV folder, but the manifest's dimensions are in a database; pass one or the other"
+            );
+        }
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+        pipeline.spec.dimensions.directory = Some(dir.display().to_string());
+    } else if pipeline.spec.dimensions.database.is_none()
+        && pipeline.spec.dimensions.directory.is_none()
+    {
+        bail!(
+            "replay: pass --dimensions FOLDER, or a manifest (-f) whose spec.dimensions names a database or a directory"
+        );
+    }
+    let stop = stop_flag()?;
+    let (dims, _) = dimensions_of(&pipeline, &base, &args.secrets_dir, &stop, None)?;
     let state_dir = StateDir::new(None, "replay").context("creating the state folder")?;
     let mut local = LocalPipeline {
         sinks: LocalSinks {
@@ -363,7 +440,7 @@ pub fn replay(args: &ReplayArgs) -> Result<RunStats> {
             features: feature_dump(args.features_out.as_deref())?,
         },
         engine: Engine::new(cfg),
-        dims: with_lists(dims, &pipeline),
+        dims,
         state: PartitionState::open(&state_dir.partition(0), state::cache_entries(1))?,
     };
     let mut source = LocalSource::file(&args.transactions)?;
@@ -373,7 +450,7 @@ pub fn replay(args: &ReplayArgs) -> Result<RunStats> {
         &RunOptions {
             progress: true,
             rate_per_second: 0,
-            stop: stop_flag()?,
+            stop,
         },
     )?;
     eprint!(

@@ -286,8 +286,8 @@ pub fn load_dimensions(dir: &Path) -> Result<(StaticDimensions, LoadedCounts), D
         Ok(())
     })?;
     counts.list_entries += each_row(dir, "blacklist_ips.csv", "ip_address", |r| {
-        if let Some(ip) = r.string("ip_address") {
-            dims.blacklist_ips.insert(ip);
+        if let Some(ip) = r.cell("ip_address") {
+            dims.add_blacklisted_ip(ip);
         }
         Ok(())
     })?;

@@ -3,14 +3,15 @@
 
 pub mod audit;
 pub mod commands;
+pub mod dims;
 pub mod dims_csv;
 pub mod feature_dump;
 pub mod http;
 pub mod kafka;
 pub mod local;
 pub mod metrics;
-pub mod monitoring;
 pub mod model_config;
+pub mod monitoring;
 pub mod output;
 pub mod pipeline_config;
 pub mod record;

@@ -55,26 +55,32 @@ enum Command {
         #[arg(long)]
         features_out: Option<PathBuf>,
     },
-    /// Backtest: decide every transaction of a JSONL file against CSV dimension tables.
+    /// Backtest: decide every transaction of a JSONL file against dimension
+    /// tables in CSV files or in the manifest's database.
     Replay {
         /// JSONL file of transactions (`-` = stdin).
         #[arg(long)]
         transactions: PathBuf,
-        /// Folder of dimension CSV files (user_risk_profiles.csv, …).
+        /// Folder of dimension CSV files (user_risk_profiles.csv, …); without
+        /// it, the manifest's `spec.dimensions` (a database or a directory).
         #[arg(long)]
-        dimensions: PathBuf,
+        dimensions: Option<PathBuf>,
         /// Decisions out, one JSON object per valid line.
         #[arg(long)]
         out: PathBuf,
         /// Dead letters out (default: OUT with extension .dead-letters.jsonl).
         #[arg(long)]
         dead_letters: Option<PathBuf>,
-        /// Take thresholds from this manifest (default: the seed's).
+        /// Take thresholds (and dimensions without --dimensions) from this
+        /// manifest (default: the seed's).
         #[arg(short = 'f', long = "file")]
         manifest: Option<PathBuf>,
         /// Also write each decision's model features (JSONL): the training tool's input.
         #[arg(long)]
         features_out: Option<PathBuf>,
+        /// Folder of Secrets, one sub-folder per Secret (database credentials).
+        #[arg(long = flags::SECRETS_DIR, env = mounts::SECRETS_DIR_ENV, default_value = riskpipe_worker::secrets::DEFAULT_SECRETS_DIR)]
+        secrets_dir: PathBuf,
     },
     /// Check a manifest and print what is wrong with it.
     Validate {
@@ -126,6 +132,7 @@ fn main() -> ExitCode {
             dead_letters,
             manifest,
             features_out,
+            secrets_dir,
         } => commands::replay(&ReplayArgs {
             features_out,
             transactions,
@@ -133,6 +140,7 @@ fn main() -> ExitCode {
             out,
             dead_letters,
             manifest,
+            secrets_dir,
         })
         .map(drop),
         Command::Validate { manifest } => commands::load_manifest(&manifest).and_then(|mut p| {

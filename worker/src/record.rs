@@ -11,7 +11,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use riskpipe_engine::dimensions::Dimensions;
 use riskpipe_engine::store::StateStore;
-use riskpipe_engine::{BatchKeys, Decision, Engine, TimeReference, Transaction, parse_transaction};
+use riskpipe_engine::{
+    BatchKeys, Decision, Engine, TimeReference, Transaction, Unavailable, parse_transaction,
+};
 
 /// Longest record accepted; longer ones go to the dead letters, truncated.
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
@@ -115,7 +117,9 @@ pub fn parse(input: &Input<'_>, engine: &Engine) -> Result<Transaction, Refusal>
 /// dimensions of the valid ones are prefetched together, then each is decided
 /// in order against `state` and handed to `each` with its index in `inputs`.
 /// Returns whether `each` stopped the batch early ([`Flow::Stop`]); the records
-/// after the one it stopped at were not touched.
+/// after the one it stopped at were not touched. When the dimensions cannot be
+/// fetched ([`Unavailable`]: the source gave up waiting for its database
+/// because the worker stops) no record is decided and `each` is not called.
 pub fn run_batch<S, E>(
     engine: &Engine,
     dims: &dyn Dimensions,
@@ -125,11 +129,15 @@ pub fn run_batch<S, E>(
 ) -> Result<bool, E>
 where
     S: StateStore,
-    E: From<S::Error>,
+    E: From<S::Error> + From<Unavailable>,
 {
     let parsed: Vec<Result<Transaction, Refusal>> =
         inputs.iter().map(|input| parse(input, engine)).collect();
-    dims.prefetch(&BatchKeys::of(parsed.iter().flatten()));
+    let view = dims.prefetch(&BatchKeys::of(parsed.iter().flatten()))?;
+    let dims: &dyn Dimensions = match &view {
+        Some(view) => view.as_ref(),
+        None => dims,
+    };
     for (i, parsed) in parsed.into_iter().enumerate() {
         let flow = match parsed {
             Ok(tx) => {

@@ -99,6 +99,26 @@ fn stopped_partitions(workers: &[WorkerStatus]) -> Option<String> {
     ))
 }
 
+/// What the workers say of dimension tables they cannot read (records that
+/// need an uncached row wait meanwhile): which tables, since when, the error.
+fn dimensions_unavailable(workers: &[WorkerStatus], now: Timestamp) -> Option<String> {
+    let mut tables: Vec<&riskpipe_contract::DimensionOutage> = workers
+        .iter()
+        .flat_map(|w| &w.dimensions_unavailable)
+        .collect();
+    tables.sort_by(|a, b| (&a.table, a.since_ms).cmp(&(&b.table, b.since_ms)));
+    tables.dedup_by(|a, b| a.table == b.table);
+    let first = tables.first()?;
+    let names: Vec<&str> = tables.iter().map(|o| o.table.as_str()).collect();
+    let for_s = (now.as_millisecond() - first.since_ms).max(0) / 1000;
+    Some(format!(
+        "dimension table(s) unavailable ({}); records that need an uncached row wait. {} for {for_s}s: {}",
+        names.join(", "),
+        first.table,
+        first.error
+    ))
+}
+
 fn conditions(
     input: &Input<'_>,
     metrics: Option<&ObservedMetrics>,
@@ -169,6 +189,8 @@ fn conditions(
         Cond::yes(ct::DEGRADED, "RestartLimitReached", why.clone())
     } else if let Some(why) = stopped_partitions(input.workers) {
         Cond::yes(ct::DEGRADED, "PartitionsStopped", why)
+    } else if let Some(why) = dimensions_unavailable(input.workers, input.now) {
+        Cond::yes(ct::DEGRADED, "DimensionsUnavailable", why)
     } else if let Some(m) = metrics.filter(|m| m.error_rate > threshold) {
         Cond::yes(
             ct::DEGRADED,

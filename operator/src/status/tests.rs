@@ -209,3 +209,38 @@ fn a_stopped_partition_degrades_the_pipeline_with_what_to_do() {
     );
     assert_eq!(cond(&healthy, "Degraded").reason, "Healthy");
 }
+
+#[test]
+fn an_unavailable_dimension_table_degrades_the_pipeline_naming_it_and_clears() {
+    let mut w = worker(0, 100.0, 0.0, Some(1_700_000_000_000));
+    w.dimensions_unavailable = vec![riskpipe_contract::DimensionOutage {
+        table: "user_risk_profiles".into(),
+        error: "pool timed out while waiting for an open connection".into(),
+        since_ms: 1_699_999_990_000,
+    }];
+    let mut w1 = worker(1, 100.0, 0.0, Some(1_700_000_000_000));
+    w1.dimensions_unavailable = w.dimensions_unavailable.clone();
+    let s = compose_with(
+        &decision(PipelineState::Running),
+        &[w, w1],
+        &RiskPipelineStatus::default(),
+    );
+    let c = cond(&s, "Degraded");
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("True", "DimensionsUnavailable")
+    );
+    assert!(
+        c.message.contains("(user_risk_profiles)")
+            && c.message.contains("for 10s")
+            && c.message.contains("pool timed out"),
+        "{}",
+        c.message
+    );
+    let back = compose_with(
+        &decision(PipelineState::Running),
+        &[worker(0, 100.0, 0.0, None), worker(1, 100.0, 0.0, None)],
+        &s,
+    );
+    assert_eq!(cond(&back, "Degraded").reason, "Healthy");
+}

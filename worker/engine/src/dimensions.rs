@@ -3,6 +3,7 @@
 //! rule that needs it false, never an error.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use rust_decimal::Decimal;
 
@@ -82,9 +83,30 @@ pub trait Dimensions {
     /// Called once per micro-batch, before any of its transactions is decided,
     /// with every user and merchant the batch will look up: tables backed by a
     /// database load their cache misses here in one query per table, so SPEC §2
-    /// lookups cost one round trip per batch, not per transaction. Tables held
-    /// in memory have nothing to do.
-    fn prefetch(&self, _keys: &BatchKeys) {}
+    /// lookups cost one round trip per batch, not per transaction.
+    ///
+    /// Returns the view the batch's lookups then read (without locks), or
+    /// `None` when lookups go to `self` (tables held in memory have nothing to
+    /// do). A source that cannot serve every key — the database is down and no
+    /// cached copy is young enough — waits and retries; it returns
+    /// [`Unavailable`] only when it gives up (the worker is stopping), and the
+    /// batch is then not decided at all.
+    fn prefetch<'s>(&'s self, _keys: &BatchKeys) -> Result<Option<BatchView<'s>>, Unavailable> {
+        Ok(None)
+    }
+}
+
+/// The lookups of one micro-batch, filled by [`Dimensions::prefetch`].
+pub type BatchView<'s> = Box<dyn Dimensions + 's>;
+
+/// A batch's dimensions could not be fetched; no record of it is decided.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("dimension table {table} unavailable: {reason}")]
+pub struct Unavailable {
+    /// The table that could not be read.
+    pub table: String,
+    /// Why (never with credentials).
+    pub reason: String,
 }
 
 /// The dimension keys of one micro-batch, each distinct and in ascending order.
@@ -125,8 +147,10 @@ pub struct StaticDimensions {
     pub blacklist_users: HashSet<i64>,
     /// Blacklisted merchants.
     pub blacklist_merchants: HashSet<i64>,
-    /// Blacklisted IP addresses.
+    /// Blacklisted IP addresses (exact text).
     pub blacklist_ips: HashSet<String>,
+    /// Blacklisted IP ranges (CIDR entries of the list).
+    pub blacklist_ip_ranges: Vec<IpRange>,
     /// High-risk locations from the table.
     pub high_risk_locations: HashSet<String>,
 }
@@ -148,39 +172,112 @@ impl Dimensions for StaticDimensions {
         self.blacklist_merchants.contains(&merchant_id)
     }
     fn ip_blacklisted(&self, ip: &str) -> bool {
-        self.blacklist_ips.contains(ip)
+        self.blacklist_ips.contains(ip) || IpRange::any_contains(&self.blacklist_ip_ranges, ip)
     }
     fn location_high_risk(&self, location: &str) -> bool {
         self.high_risk_locations.contains(location)
     }
 }
 
-impl<T: Dimensions + ?Sized> Dimensions for std::sync::Arc<T> {
-    fn prefetch(&self, keys: &BatchKeys) {
-        (**self).prefetch(keys);
-    }
-    fn user(&self, user_id: i64) -> Option<&UserProfile> {
-        (**self).user(user_id)
-    }
-    fn merchant(&self, merchant_id: i64) -> Option<&MerchantProfile> {
-        (**self).merchant(merchant_id)
-    }
-    fn history(&self, user_id: i64, date_days: i32, hour: u8) -> Option<HistoryRow> {
-        (**self).history(user_id, date_days, hour)
-    }
-    fn user_blacklisted(&self, user_id: i64) -> bool {
-        (**self).user_blacklisted(user_id)
-    }
-    fn merchant_blacklisted(&self, merchant_id: i64) -> bool {
-        (**self).merchant_blacklisted(merchant_id)
-    }
-    fn ip_blacklisted(&self, ip: &str) -> bool {
-        (**self).ip_blacklisted(ip)
-    }
-    fn location_high_risk(&self, location: &str) -> bool {
-        (**self).location_high_risk(location)
+impl StaticDimensions {
+    /// Adds an IP list entry: a CIDR range (`10.0.0.0/8`, `2001:db8::/32`) or
+    /// an address compared as text.
+    pub fn add_blacklisted_ip(&mut self, entry: &str) {
+        match IpRange::parse(entry) {
+            Some(range) => self.blacklist_ip_ranges.push(range),
+            None => {
+                self.blacklist_ips.insert(entry.to_owned());
+            }
+        }
     }
 }
+
+/// A CIDR range of an IP list (IPv4 or IPv6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    network: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    /// Parses `address/prefix`; `None` when the entry is not a CIDR range.
+    pub fn parse(entry: &str) -> Option<Self> {
+        let (addr, prefix) = entry.trim().split_once('/')?;
+        let network: std::net::IpAddr = addr.parse().ok()?;
+        let prefix: u8 = prefix.parse().ok()?;
+        let bits = if network.is_ipv4() { 32 } else { 128 };
+        (prefix <= bits).then_some(IpRange { network, prefix })
+    }
+
+    /// Whether `ip` lies in the range (an address of the other family never does).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether any of `ranges` holds the address text `ip` (not an address: no).
+    pub fn any_contains(ranges: &[IpRange], ip: &str) -> bool {
+        if ranges.is_empty() {
+            return false;
+        }
+        match ip.trim().parse::<std::net::IpAddr>() {
+            Ok(ip) => ranges.iter().any(|r| r.contains(ip)),
+            Err(_) => false,
+        }
+    }
+}
+
+/// Lookups through a pointer (`Arc`, `Box`) go to the pointee.
+macro_rules! forward_dimensions {
+    ($ptr:ident) => {
+        impl<T: Dimensions + ?Sized> Dimensions for $ptr<T> {
+            fn prefetch<'s>(
+                &'s self,
+                keys: &BatchKeys,
+            ) -> Result<Option<BatchView<'s>>, Unavailable> {
+                (**self).prefetch(keys)
+            }
+            fn user(&self, user_id: i64) -> Option<&UserProfile> {
+                (**self).user(user_id)
+            }
+            fn merchant(&self, merchant_id: i64) -> Option<&MerchantProfile> {
+                (**self).merchant(merchant_id)
+            }
+            fn history(&self, user_id: i64, date_days: i32, hour: u8) -> Option<HistoryRow> {
+                (**self).history(user_id, date_days, hour)
+            }
+            fn user_blacklisted(&self, user_id: i64) -> bool {
+                (**self).user_blacklisted(user_id)
+            }
+            fn merchant_blacklisted(&self, merchant_id: i64) -> bool {
+                (**self).merchant_blacklisted(merchant_id)
+            }
+            fn ip_blacklisted(&self, ip: &str) -> bool {
+                (**self).ip_blacklisted(ip)
+            }
+            fn location_high_risk(&self, location: &str) -> bool {
+                (**self).location_high_risk(location)
+            }
+        }
+    };
+}
+
+forward_dimensions!(Arc);
+forward_dimensions!(Box);
 
 #[cfg(test)]
 mod tests {
@@ -206,5 +303,26 @@ mod tests {
             }
         );
         assert_eq!(BatchKeys::of(&[]), BatchKeys::default());
+    }
+
+    #[test]
+    fn ip_ranges_match_their_addresses_only() {
+        let mut dims = StaticDimensions::default();
+        dims.add_blacklisted_ip("10.1.0.0/16");
+        dims.add_blacklisted_ip("2001:db8::/32");
+        dims.add_blacklisted_ip("192.168.0.7");
+        dims.add_blacklisted_ip("0.0.0.0/0x");
+        assert!(dims.ip_blacklisted("10.1.255.3"));
+        assert!(!dims.ip_blacklisted("10.2.0.1"));
+        assert!(dims.ip_blacklisted("2001:db8:ffff::1"));
+        assert!(!dims.ip_blacklisted("2001:db9::1"));
+        assert!(dims.ip_blacklisted("192.168.0.7"));
+        assert!(!dims.ip_blacklisted("192.168.0.8"));
+        assert!(!dims.ip_blacklisted("not an ip"));
+        assert!(dims.blacklist_ips.contains("0.0.0.0/0x"));
+        let all = IpRange::parse("0.0.0.0/0").expect("a range");
+        assert!(all.contains("8.8.8.8".parse().expect("an address")));
+        assert!(!all.contains("::1".parse().expect("an address")));
+        assert_eq!(IpRange::parse("10.0.0.0/33"), None);
     }
 }

@@ -25,7 +25,8 @@ pub use amount::{Cents, Ratio};
 pub use config::EngineConfig;
 pub use decision::{Decision, DecisionWriter};
 pub use dimensions::{
-    BatchKeys, Dimensions, HistoryRow, MerchantProfile, StaticDimensions, UserProfile,
+    BatchKeys, BatchView, Dimensions, HistoryRow, IpRange, MerchantProfile, StaticDimensions,
+    Unavailable, UserProfile,
 };
 pub use event_time::TimeReference;
 pub use rules::FinalDecision;

@@ -22,4 +22,6 @@ pub struct KafkaArgs {
     pub security: clients::KafkaSecurity,
     /// Where referenced Secrets are mounted (`--secrets-dir`).
     pub secrets_dir: PathBuf,
+    /// Outages of database-backed dimension tables, for `/status`.
+    pub dimensions_health: Option<std::sync::Arc<crate::dims::DimensionsHealth>>,
 }

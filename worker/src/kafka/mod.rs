@@ -516,6 +516,16 @@ pub fn run(
         ready: AtomicBool::new(false),
         registry,
     });
+    // A batch waiting for its dimensions blocks this loop: the outage reaches
+    // `/status` from the dimension source itself.
+    if let Some(health) = &args.dimensions_health {
+        let shared = Arc::clone(&shared);
+        health.on_change(Box::new(move |outages| {
+            if let Ok(mut st) = shared.status.lock() {
+                st.dimensions_unavailable = outages;
+            }
+        }));
+    }
     if let Some(addr) = args.http_addr {
         http::serve(addr, Arc::clone(&shared))
             .with_context(|| format!("binding the HTTP endpoint {addr}"))?;

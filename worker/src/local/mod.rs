@@ -11,7 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use riskpipe_engine::dimensions::{Dimensions, HistoryRow, MerchantProfile, UserProfile};
+use riskpipe_engine::dimensions::{
+    BatchKeys, BatchView, Dimensions, HistoryRow, IpRange, MerchantProfile, Unavailable,
+    UserProfile,
+};
 use riskpipe_engine::{Decision, DecisionWriter, Engine, Transaction};
 
 use crate::audit::AuditWriter;
@@ -40,23 +43,60 @@ pub enum RunError {
     /// An audit record could not be built.
     #[error("writing an audit record: {0}")]
     Audit(String),
+    /// The dimensions of a batch could not be fetched (the run stops undecided).
+    #[error(transparent)]
+    Dimensions(#[from] Unavailable),
+}
+
+/// The manifest's inline lists (`spec.dimensions.lists.blacklist*`).
+#[derive(Debug, Clone, Default)]
+pub struct InlineLists {
+    /// Blacklisted users.
+    pub users: ahash::AHashSet<i64>,
+    /// Blacklisted merchants.
+    pub merchants: ahash::AHashSet<i64>,
+    /// Blacklisted IPs (exact text).
+    pub ips: ahash::AHashSet<String>,
+    /// Blacklisted IP ranges (CIDR entries).
+    pub ip_ranges: Vec<IpRange>,
+}
+
+impl InlineLists {
+    /// The lists of a manifest.
+    pub fn of(lists: &riskpipe_crds::ListsSpec) -> Self {
+        let mut inline = InlineLists {
+            users: lists.blacklist_users.iter().copied().collect(),
+            merchants: lists.blacklist_merchants.iter().copied().collect(),
+            ..InlineLists::default()
+        };
+        for entry in &lists.blacklist_ips {
+            match IpRange::parse(entry) {
+                Some(range) => inline.ip_ranges.push(range),
+                None => {
+                    inline.ips.insert(entry.clone());
+                }
+            }
+        }
+        inline
+    }
 }
 
 /// Dimension tables plus the manifest's inline lists.
-pub struct WithInlineLists<D> {
+pub struct WithInlineLists<D, L = InlineLists> {
     /// The tables.
     pub base: D,
-    /// Blacklisted users from the manifest.
-    pub users: ahash::AHashSet<i64>,
-    /// Blacklisted merchants from the manifest.
-    pub merchants: ahash::AHashSet<i64>,
-    /// Blacklisted IPs from the manifest.
-    pub ips: ahash::AHashSet<String>,
+    /// The inline lists (owned, or borrowed by a batch's view).
+    pub lists: L,
 }
 
-impl<D: Dimensions> Dimensions for WithInlineLists<D> {
-    fn prefetch(&self, keys: &riskpipe_engine::BatchKeys) {
-        self.base.prefetch(keys);
+impl<D: Dimensions, L: std::borrow::Borrow<InlineLists>> Dimensions for WithInlineLists<D, L> {
+    fn prefetch<'s>(&'s self, keys: &BatchKeys) -> Result<Option<BatchView<'s>>, Unavailable> {
+        Ok(self.base.prefetch(keys)?.map(|view| {
+            Box::new(WithInlineLists {
+                base: view,
+                lists: self.lists.borrow(),
+            }) as BatchView<'s>
+        }))
     }
     fn user(&self, user_id: i64) -> Option<&UserProfile> {
         self.base.user(user_id)
@@ -68,13 +108,17 @@ impl<D: Dimensions> Dimensions for WithInlineLists<D> {
         self.base.history(user_id, date_days, hour)
     }
     fn user_blacklisted(&self, user_id: i64) -> bool {
-        self.users.contains(&user_id) || self.base.user_blacklisted(user_id)
+        self.lists.borrow().users.contains(&user_id) || self.base.user_blacklisted(user_id)
     }
     fn merchant_blacklisted(&self, merchant_id: i64) -> bool {
-        self.merchants.contains(&merchant_id) || self.base.merchant_blacklisted(merchant_id)
+        self.lists.borrow().merchants.contains(&merchant_id)
+            || self.base.merchant_blacklisted(merchant_id)
     }
     fn ip_blacklisted(&self, ip: &str) -> bool {
-        self.ips.contains(ip) || self.base.ip_blacklisted(ip)
+        let lists = self.lists.borrow();
+        lists.ips.contains(ip)
+            || IpRange::any_contains(&lists.ip_ranges, ip)
+            || self.base.ip_blacklisted(ip)
     }
     fn location_high_risk(&self, location: &str) -> bool {
         self.base.location_high_risk(location)

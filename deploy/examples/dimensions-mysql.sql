@@ -1,0 +1,28 @@
+-- Dimension tables with the seed's columns (SPEC.md §2) for MySQL / MariaDB.
+-- riskpipe reads every column as text (CAST(... AS CHAR)), so any numeric or
+-- string type works; these are the seed's.
+CREATE TABLE IF NOT EXISTS user_risk_profiles (
+  user_id BIGINT PRIMARY KEY,
+  risk_score INT,
+  risk_level VARCHAR(16),
+  credit_rating VARCHAR(16),
+  account_age_days INT,
+  avg_daily_amount DECIMAL(15,2),
+  max_single_amount DECIMAL(15,2),
+  suspicious_activity_count INT,
+  last_update_time TIMESTAMP NULL
+) DEFAULT CHARSET=utf8mb4;
+CREATE TABLE IF NOT EXISTS merchant_risk_profiles (
+  merchant_id BIGINT PRIMARY KEY,
+  merchant_category VARCHAR(64),
+  risk_level VARCHAR(16),
+  fraud_rate DECIMAL(5,4),
+  avg_transaction_amount DECIMAL(15,2),
+  business_hours_start TIME,
+  business_hours_end TIME
+) DEFAULT CHARSET=utf8mb4;
+CREATE TABLE IF NOT EXISTS blacklist_users (user_id BIGINT PRIMARY KEY) DEFAULT CHARSET=utf8mb4;
+CREATE TABLE IF NOT EXISTS blacklist_merchants (merchant_id BIGINT PRIMARY KEY) DEFAULT CHARSET=utf8mb4;
+-- An address or a CIDR range (IPv4 or IPv6).
+CREATE TABLE IF NOT EXISTS blacklist_ips (ip_address VARCHAR(64) PRIMARY KEY) DEFAULT CHARSET=utf8mb4;
+CREATE TABLE IF NOT EXISTS high_risk_locations (location VARCHAR(128) PRIMARY KEY) DEFAULT CHARSET=utf8mb4;
