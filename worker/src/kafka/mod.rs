@@ -175,6 +175,16 @@ impl Fetched {
         }
     }
 
+    /// Where partition `i`'s fetching goes on from: after the last record held
+    /// for it, else at `next` (its next offset to decide).
+    fn resume_at(&self, i: usize, next: i64) -> i64 {
+        self.queues[i]
+            .iter()
+            .map(|p| p.offset() + 1)
+            .max()
+            .map_or(next, |after| after.max(next))
+    }
+
     /// Adds a queue for a partition taken on while running.
     fn add(&mut self, partition: i32) {
         self.owned.push(partition);
@@ -299,36 +309,41 @@ fn offsets_of(tpl: &TopicPartitionList) -> std::collections::BTreeMap<i32, i64> 
 }
 
 /// The consumer said a position is gone: each running partition whose next
-/// offset is outside its watermarks follows the policy (stops, or seeks).
+/// offset is outside its watermarks follows the policy (stops, or seeks); one
+/// whose next offset is still in the topic (the error was about the fetch
+/// position, e.g. a truncation check while a restarted broker comes back)
+/// fetches again from where it was. Returns false when a partition's
+/// watermarks could not be read (the broker is away): the check must run
+/// again, or that partition would stay in the consumer's error state,
+/// fetching nothing, for good.
 fn out_of_range_while_running(
     consumer: &BaseConsumer,
     source: &KafkaSource,
     workers: &mut [PartitionWorker],
+    fetched: &Fetched,
     policy: OffsetPolicy,
     metrics: &WorkerMetrics,
-) -> Result<()> {
-    for w in workers.iter_mut().filter(|w| w.stopped.is_none()) {
-        let Ok(watermarks) = consumer.fetch_watermarks(&source.topic, w.id, Duration::from_secs(5))
-        else {
+) -> Result<bool> {
+    let mut checked_all = true;
+    for (i, w) in workers.iter_mut().enumerate() {
+        if w.stopped.is_some() {
             continue;
-        };
-        match w.out_of_range_while_running(watermarks, policy, metrics)? {
-            Some(target) => {
-                // A partition whose fetch failed out of range is in an error
-                // state a seek refuses ("Erroneous state"): it is assigned
-                // again, at the offset the policy chose.
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition(&source.topic, w.id);
-                consumer
-                    .incremental_unassign(&tpl)
-                    .with_context(|| format!("unassigning partition {}", w.id))?;
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition_offset(&source.topic, w.id, Offset::Offset(target))
-                    .with_context(|| format!("partition {} at {target}", w.id))?;
-                consumer
-                    .incremental_assign(&tpl)
-                    .with_context(|| format!("assigning partition {} at {target}", w.id))?;
+        }
+        let watermarks = match consumer.fetch_watermarks(
+            &source.topic,
+            w.id,
+            Duration::from_secs(5),
+        ) {
+            Ok(watermarks) => watermarks,
+            Err(e) => {
+                tracing::warn!(partition = w.id, error = %e, "cannot read the partition's watermarks after an out-of-range error; trying again next cycle");
+                checked_all = false;
+                continue;
             }
+        };
+        let next = w.next_offset();
+        match w.out_of_range_while_running(watermarks, policy, metrics)? {
+            Some(target) => reassign(consumer, &source.topic, w.id, target)?,
             None if w.stopped.is_some() => {
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition(&source.topic, w.id);
@@ -336,10 +351,39 @@ fn out_of_range_while_running(
                     .pause(&tpl)
                     .with_context(|| format!("pausing partition {}", w.id))?;
             }
-            None => {}
+            None => {
+                let Some(next) = next else { continue };
+                let resume = fetched.resume_at(i, next);
+                tracing::warn!(
+                    partition = w.id,
+                    next,
+                    resume,
+                    low = watermarks.0,
+                    high = watermarks.1,
+                    "the partition's position is still in the topic; fetching again from where it was"
+                );
+                reassign(consumer, &source.topic, w.id, resume)?;
+            }
         }
     }
-    Ok(())
+    Ok(checked_all)
+}
+
+/// Assigns `partition` again at `offset`. A partition whose fetch failed out of
+/// range is in an error state that a seek refuses ("Erroneous state") and in
+/// which it fetches nothing more; assigning it again clears that.
+fn reassign(consumer: &BaseConsumer, topic: &str, partition: i32, offset: i64) -> Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    consumer
+        .incremental_unassign(&tpl)
+        .with_context(|| format!("unassigning partition {partition}"))?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+        .with_context(|| format!("partition {partition} at {offset}"))?;
+    consumer
+        .incremental_assign(&tpl)
+        .with_context(|| format!("assigning partition {partition} at {offset}"))
 }
 
 /// The owned partitions' states, for a checkpoint or savepoint.
@@ -623,7 +667,14 @@ pub fn run(
     while !stop.load(Ordering::Relaxed) {
         fetched.fill(&consumer, cycle_cap, max_delay, &metrics);
         if std::mem::take(&mut fetched.out_of_range) {
-            out_of_range_while_running(&consumer, source, &mut workers, policy, &metrics)?;
+            fetched.out_of_range = !out_of_range_while_running(
+                &consumer,
+                source,
+                &mut workers,
+                &fetched,
+                policy,
+                &metrics,
+            )?;
             publish_partitions(&workers, &shared);
         }
         // Decide every partition's batch inside its own transaction.
@@ -676,16 +727,8 @@ pub fn run(
                     let producer = workers[*i].producer();
                     let (id, topic, group) = (workers[*i].id, &source.topic, &group_metadata);
                     let last = batch.last().map_or(0, |p| p.offset());
-                    let metrics = &metrics;
                     produced.is_ok().then(|| {
-                        scope.spawn(move || {
-                            let started = Instant::now();
-                            let result = partition::commit(producer, topic, id, last, group);
-                            metrics
-                                .commit_duration
-                                .observe(started.elapsed().as_secs_f64());
-                            result
-                        })
+                        scope.spawn(move || partition::commit(producer, topic, id, last, group))
                     })
                 })
                 .collect();
@@ -701,6 +744,8 @@ pub fn run(
                 })
                 .collect()
         });
+        // One observation per cycle: its partitions commit in parallel, so the
+        // cycle waits for the slowest.
         if !open.is_empty() {
             metrics
                 .commit_duration
