@@ -7,4 +7,5 @@
 
 pub mod env;
 pub mod podrunner;
+pub mod tools;
 pub mod wait;

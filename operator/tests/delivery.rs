@@ -137,18 +137,7 @@ fn invalid_examples_fail_on_the_field_they_name() {
 
 /// The helm binary: the e2e environment's, else `helm` on PATH; `None` when absent.
 fn helm() -> Option<PathBuf> {
-    let from_env = riskpipe_e2e::env::TestEnv::load()
-        .ok()
-        .and_then(|e| e.get(riskpipe_e2e::env::keys::HELM).ok().map(PathBuf::from))
-        .filter(|p| p.is_file());
-    from_env.or_else(|| {
-        Command::new("helm")
-            .arg("version")
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|_| PathBuf::from("helm"))
-    })
+    riskpipe_e2e::tools::helm()
 }
 
 fn helm_run(args: &[&str]) -> Option<String> {

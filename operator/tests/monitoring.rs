@@ -27,26 +27,12 @@ fn read(path: &str) -> String {
 
 /// The folder holding `promtool` and `prometheus` (installed on first use).
 fn prometheus_bin() -> PathBuf {
-    let out = Command::new("bash")
-        .arg(root().join("e2e/env/parts/prometheus.sh"))
-        .output()
-        .expect("running e2e/env/parts/prometheus.sh");
-    assert!(
-        out.status.success(),
-        "e2e/env/parts/prometheus.sh: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    PathBuf::from(stdout.lines().last().expect("the script prints the folder"))
+    riskpipe_e2e::tools::prometheus_bin().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The helm binary: the e2e environment's, else `helm` on PATH.
 fn helm() -> PathBuf {
-    riskpipe_e2e::env::TestEnv::load()
-        .ok()
-        .and_then(|e| e.get(riskpipe_e2e::env::keys::HELM).ok().map(PathBuf::from))
-        .filter(|p| p.is_file())
-        .unwrap_or_else(|| PathBuf::from("helm"))
+    riskpipe_e2e::tools::helm().unwrap_or_else(|| PathBuf::from("helm"))
 }
 
 fn helm_template(args: &[&str]) -> String {

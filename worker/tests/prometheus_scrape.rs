@@ -28,22 +28,7 @@ fn root() -> PathBuf {
 
 /// The folder holding `prometheus` (installed on first use by the env part).
 fn prometheus_bin() -> PathBuf {
-    let out = Command::new("bash")
-        .arg(root().join("e2e/env/parts/prometheus.sh"))
-        .output()
-        .expect("running e2e/env/parts/prometheus.sh");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap(),
-    )
+    riskpipe_e2e::tools::prometheus_bin().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A Prometheus server killed when dropped.
