@@ -340,7 +340,10 @@ fn load_state(cfg: &MergerConfig) -> Result<MergerState> {
                 Some(Err(KafkaError::PartitionEOF(_))) => break,
                 Some(Err(e)) => tracing::warn!(error = %e, "reading the merger state"),
                 None if Instant::now() > deadline => {
-                    bail!("reading the merger state topic '{}' timed out", cfg.state_topic)
+                    bail!(
+                        "reading the merger state topic '{}' timed out",
+                        cfg.state_topic
+                    )
                 }
                 None => {}
             }
@@ -406,7 +409,12 @@ fn commit(
                 pipeline: &cfg.pipeline,
                 record: w,
             };
-            send(producer, topic, &format!("performance:{}", w.window_start), &json(&r)?)?;
+            send(
+                producer,
+                topic,
+                &format!("performance:{}", w.window_start),
+                &json(&r)?,
+            )?;
             windows += 1;
         }
         if let (Some(topic), Some(a)) = (&cfg.alerts_topic, alert(w, &cfg.thresholds)) {
@@ -426,7 +434,12 @@ fn commit(
                 pipeline: &cfg.pipeline,
                 record: h,
             };
-            send(producer, topic, &format!("health:{}", h.window_start), &json(&r)?)?;
+            send(
+                producer,
+                topic,
+                &format!("health:{}", h.window_start),
+                &json(&r)?,
+            )?;
             windows += 1;
         }
     }
@@ -489,11 +502,19 @@ fn run_merger(cfg: &MergerConfig, stop: &AtomicBool, metrics: &WindowMetrics) ->
                             let late = state.apply(&p, produced, &cfg.config);
                             if late > 0 {
                                 metrics.late_records.inc_by(late);
-                                tracing::info!(partition = p.partition, late, "records later than the watermark (counted, not in any window)");
+                                tracing::info!(
+                                    partition = p.partition,
+                                    late,
+                                    "records later than the watermark (counted, not in any window)"
+                                );
                             }
                         }
-                        Some(Err(e)) => tracing::error!(offset = m.offset(), error = %e, "a window partial does not parse; skipped"),
-                        None => tracing::error!(offset = m.offset(), "an empty window partial; skipped"),
+                        Some(Err(e)) => {
+                            tracing::error!(offset = m.offset(), error = %e, "a window partial does not parse; skipped")
+                        }
+                        None => {
+                            tracing::error!(offset = m.offset(), "an empty window partial; skipped")
+                        }
                     }
                 }
                 Some(Err(e)) => {

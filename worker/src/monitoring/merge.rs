@@ -80,7 +80,10 @@ impl Partial {
     /// but does not move the partition's progress.
     pub fn observe(&mut self, o: &Observation, config: &WindowConfig) {
         if o.decision.is_some() {
-            self.max_event_ms = Some(self.max_event_ms.map_or(o.event_time_ms, |t| t.max(o.event_time_ms)));
+            self.max_event_ms = Some(
+                self.max_event_ms
+                    .map_or(o.event_time_ms, |t| t.max(o.event_time_ms)),
+            );
         }
         let start = window_start(o.event_time_ms, config.window_ms);
         let health = window_start(o.event_time_ms, config.health_window_ms);
@@ -163,7 +166,9 @@ impl MergerState {
     /// returns its records that came after their window was written (counted
     /// in [`Self::late_records`], never added).
     pub fn apply(&mut self, p: &Partial, produced_ms: i64, config: &WindowConfig) -> u64 {
-        let now = self.stream_time_ms.map_or(produced_ms, |t| t.max(produced_ms));
+        let now = self
+            .stream_time_ms
+            .map_or(produced_ms, |t| t.max(produced_ms));
         self.stream_time_ms = Some(now);
         let progress = self.partitions.entry(p.partition).or_insert(Progress {
             max_event_ms: None,
@@ -220,7 +225,10 @@ impl MergerState {
         let basis = if active.iter().any(|p| p.max_event_ms.is_none()) {
             None
         } else if active.is_empty() {
-            self.partitions.values().filter_map(|p| p.max_event_ms).max()
+            self.partitions
+                .values()
+                .filter_map(|p| p.max_event_ms)
+                .max()
         } else {
             active.iter().filter_map(|p| p.max_event_ms).min()
         };
@@ -316,7 +324,11 @@ mod tests {
             written.health.append(&mut closed.health);
         }
         let rest = whole.finish();
-        assert!(written.performance.len() >= 10, "{}", written.performance.len());
+        assert!(
+            written.performance.len() >= 10,
+            "{}",
+            written.performance.len()
+        );
         assert!(!written.health.is_empty());
         for w in &written.performance {
             let want = rest
@@ -330,9 +342,7 @@ mod tests {
             assert_eq!(w.approved_count, want.approved_count);
             assert!((w.rejection_rate - want.rejection_rate).abs() < 1e-12);
             assert!((w.high_risk_ratio - want.high_risk_ratio).abs() < 1e-12);
-            assert!(
-                (w.avg_processing_latency_ms - want.avg_processing_latency_ms).abs() < 1e-9
-            );
+            assert!((w.avg_processing_latency_ms - want.avg_processing_latency_ms).abs() < 1e-9);
         }
         for h in &written.health {
             let want = rest

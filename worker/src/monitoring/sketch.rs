@@ -122,8 +122,9 @@ impl<'de> Deserialize<'de> for LatencySketch {
             && let Some(h) = sketch.histogram()
         {
             for (value, count) in buckets {
-                h.record_n(value.max(1), count)
-                    .map_err(|e| serde::de::Error::custom(format!("latency bucket {value}: {e:?}")))?;
+                h.record_n(value.max(1), count).map_err(|e| {
+                    serde::de::Error::custom(format!("latency bucket {value}: {e:?}"))
+                })?;
             }
         }
         Ok(sketch)
