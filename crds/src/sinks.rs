@@ -9,7 +9,7 @@ use crate::{
 };
 
 /// The outputs. `decisions` is always written; an optional output that is absent is
-/// not written. Without a `sinks` section all four go to their default Kafka topics;
+/// not written. Without a `sinks` section all five go to their default Kafka topics;
 /// a `sinks` section lists exactly the outputs wanted.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -25,6 +25,10 @@ pub struct SinksSpec {
     /// Monitoring alerts (SPEC §9).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<SinkSpec>,
+    /// Monitoring window records (SPEC §9): the 1-minute performance and 5-minute
+    /// health windows (`risk-metrics` by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<SinkSpec>,
     /// Audit records with protected personal data (SPEC §10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<SinkSpec>,
@@ -42,6 +46,7 @@ impl Default for SinksSpec {
             decisions: Self::default_decisions(),
             dead_letters: Some(SinkSpec::kafka("risk-dead-letters")),
             alerts: Some(SinkSpec::kafka("risk-alerts")),
+            metrics: Some(SinkSpec::kafka("risk-metrics")),
             audit: Some(SinkSpec::kafka("risk-audit")),
         }
     }

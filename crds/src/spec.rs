@@ -159,8 +159,9 @@ pub struct RiskPipelineSpec {
     /// Monitoring windows, watermark and alert thresholds.
     #[serde(default)]
     pub monitoring: MonitoringSpec,
-    /// Outputs: decisions, dead letters, alerts, audit log. When absent, all four go to
-    /// the Kafka topics risk-decisions, risk-dead-letters, risk-alerts and risk-audit.
+    /// Outputs: decisions, dead letters, alerts, window metrics, audit log. When absent,
+    /// all five go to the Kafka topics risk-decisions, risk-dead-letters, risk-alerts,
+    /// risk-metrics and risk-audit.
     #[serde(default)]
     pub sinks: SinksSpec,
     /// Local state of each worker and its volume.

@@ -8,7 +8,9 @@
 //!    producer stamps each record; the reader computes "produced → decision
 //!    visible (read_committed)" for each decision; p50 / p99 / p99.9 are printed.
 //!
-//! Run: `scripts/bench-kafka.sh` (`RISKPIPE_BENCH_TX`, default 200,000).
+//! Run: `scripts/bench-kafka.sh` (`RISKPIPE_BENCH_TX`, default 200,000;
+//! `RISKPIPE_BENCH_WINDOWS=1` adds a metrics sink, so the SPEC §9 windows'
+//! partials and merger run too: their cost is the difference).
 // Tests and benchmarks: a panic is a failed run with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -149,11 +151,18 @@ fn wait_ready(addr: std::net::SocketAddr, worker: &mut std::process::Child) {
 /// Returns what it measured.
 fn run(bootstrap: &str, exe: &str, records: &[(String, Vec<u8>)], rate: Option<f64>) -> Run {
     let tag = format!("{}-{}", std::process::id(), now_ms());
-    let (input, decisions, dead) = (
+    let (input, decisions, dead, metrics) = (
         format!("bench-tx-{tag}"),
         format!("bench-dec-{tag}"),
         format!("bench-dl-{tag}"),
+        format!("bench-met-{tag}"),
     );
+    let windows = std::env::var("RISKPIPE_BENCH_WINDOWS").is_ok_and(|v| v == "1");
+    let metrics_sink = if windows {
+        format!("    metrics:\n      kafka:\n        topic: {metrics}\n")
+    } else {
+        String::new()
+    };
     let admin: AdminClient<_> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()
@@ -162,7 +171,7 @@ fn run(bootstrap: &str, exe: &str, records: &[(String, Vec<u8>)], rate: Option<f
         .enable_all()
         .build()
         .expect("runtime");
-    let topics: Vec<NewTopic<'_>> = [&input, &decisions, &dead]
+    let topics: Vec<NewTopic<'_>> = [&input, &decisions, &dead, &metrics]
         .iter()
         .map(|t| NewTopic::new(t, 8, TopicReplication::Fixed(1)))
         .collect();
@@ -200,7 +209,7 @@ fn run(bootstrap: &str, exe: &str, records: &[(String, Vec<u8>)], rate: Option<f
     let manifest = dir.path().join("bench.yaml");
     std::fs::write(
         &manifest,
-        format!("apiVersion: riskpipe.io/v1alpha1\nkind: RiskPipeline\nmetadata:\n  name: bench-{tag}\nspec:\n  source:\n    kafka:\n      bootstrapServers: \"{bootstrap}\"\n      topic: {input}\n      startupMode: earliest\n  sinks:\n    decisions:\n      kafka:\n        topic: {decisions}\n    deadLetters:\n      kafka:\n        topic: {dead}\n"),
+        format!("apiVersion: riskpipe.io/v1alpha1\nkind: RiskPipeline\nmetadata:\n  name: bench-{tag}\nspec:\n  source:\n    kafka:\n      bootstrapServers: \"{bootstrap}\"\n      topic: {input}\n      startupMode: earliest\n  sinks:\n    decisions:\n      kafka:\n        topic: {decisions}\n    deadLetters:\n      kafka:\n        topic: {dead}\n{metrics_sink}"),
     )
     .expect("manifest");
     let http = std::net::TcpListener::bind("127.0.0.1:0")

@@ -379,6 +379,7 @@ fn sinks(c: &mut Checker, s: &SinksSpec) {
     for (sink_spec, name) in [
         (&s.dead_letters, "deadLetters"),
         (&s.alerts, "alerts"),
+        (&s.metrics, "metrics"),
         (&s.audit, "audit"),
     ] {
         if let Some(spec) = sink_spec {

@@ -18,6 +18,7 @@ pub mod fault;
 pub mod identity;
 mod partition;
 mod watermarks;
+pub mod windows;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
@@ -533,6 +534,7 @@ pub fn run(
         dead_letters: kafka_sink_topic(spec.sinks.dead_letters.as_ref(), "deadLetters")?
             .unwrap_or_else(|| "risk-dead-letters".to_owned()),
         audit: audit_output(pipeline, &args.secrets_dir)?,
+        windows: None,
     };
     let identity = Identity::of(pipeline);
     let group_id = identity.group_id(source);
@@ -540,6 +542,7 @@ pub fn run(
 
     let mut registry = Registry::default();
     let metrics = Arc::new(WorkerMetrics::register(&mut registry));
+    let window_metrics = windows::WindowMetrics::register(&mut registry);
     let snapshots = Snapshots::with_secrets_dir(spec, &args.state_dir, &args.secrets_dir)?
         .in_folder(
             &identity.checkpoint_folder(),
@@ -589,6 +592,21 @@ pub fn run(
     }
 
     remove_unowned(&args.state_dir, &owned)?;
+    let monitoring = windows::Monitoring::of(
+        pipeline,
+        &identity,
+        source,
+        &args.security,
+        &group_id,
+        partition_count,
+    )?;
+    let _merger = monitoring
+        .as_ref()
+        .and_then(|m| m.start_merger(&owned, window_metrics));
+    let outputs = Outputs {
+        windows: monitoring.map(|m| m.partials),
+        ..outputs
+    };
 
     // Producers first: fencing a killed predecessor aborts its open
     // transaction, whose pending offsets would otherwise keep the group's

@@ -45,6 +45,8 @@ pub struct Outputs {
     pub dead_letters: String,
     /// Audit records (SPEC §10), keyed by transaction_id, when on.
     pub audit: Option<AuditOutput>,
+    /// Monitoring windows' partials (SPEC §9), when a metrics or alerts sink is set.
+    pub windows: Option<super::windows::PartialsOutput>,
 }
 
 /// The audit topic and the writer of its records.
@@ -517,6 +519,8 @@ impl PartitionWorker {
         let (producer, id) = (&self.producer, self.id);
         let sender = Sender { producer };
         let state = &mut self.state;
+        let first = batch.first().map_or(0, |p| p.offset);
+        let mut windows = outputs.windows.as_ref().map(|w| w.batch(id, first));
         let result: Result<bool> = record::run_batch(engine, dims, state, &inputs, |i, outcome| {
             let started = match began {
                 Some(at) => at,
@@ -547,6 +551,9 @@ impl PartitionWorker {
                     key.clear();
                     key.push_str(itoa::Buffer::new().format(tx.transaction_id));
                     sender.send(&outputs.decisions, key.as_bytes(), &json)?;
+                    if let Some(w) = &mut windows {
+                        w.decided(&decision);
+                    }
                     if let Some(audit) = &outputs.audit {
                         json.clear();
                         audit.writer.write(&decision, tx, &mut json)?;
@@ -571,6 +578,9 @@ impl PartitionWorker {
                     .write(&mut json);
                     let key = format!("{id}:{}", p.offset);
                     sender.send(&outputs.dead_letters, key.as_bytes(), &json)?;
+                    if let Some(w) = &mut windows {
+                        w.refused(p.timestamp_ms);
+                    }
                 }
             }
             metrics.records_out.inc();
@@ -588,6 +598,10 @@ impl PartitionWorker {
                 .context("beginning a transaction")?;
         }
         let cut = result?;
+        // The batch's windows, in its transaction: exactly once with its decisions.
+        if let Some((topic, key, payload)) = windows.as_ref().and_then(|w| w.record()) {
+            sender.send(topic, key.as_bytes(), &payload)?;
+        }
         let rest = if cut {
             batch.split_off(handled)
         } else {

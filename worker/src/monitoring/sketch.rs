@@ -4,6 +4,7 @@
 //! which is what a window over the whole pipeline needs.
 
 use hdrhistogram::Histogram;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Significant decimal digits kept: 2 → relative error at most 1 %.
 const SIGNIFICANT_DIGITS: u8 = 2;
@@ -84,6 +85,52 @@ impl LatencySketch {
     }
 }
 
+impl LatencySketch {
+    /// The recorded buckets as (highest value of the bucket in µs, count).
+    fn buckets(&self) -> Vec<(u64, u64)> {
+        match &self.histogram {
+            Some(h) => h
+                .iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// Equal when every bucket holds the same count.
+impl PartialEq for LatencySketch {
+    fn eq(&self, other: &Self) -> bool {
+        self.buckets() == other.buckets()
+    }
+}
+
+/// On the wire (Kafka mode's partials and merger state): the recorded buckets as
+/// `[value_us, count]` pairs, each value the highest of its bucket, so reading
+/// them back puts every count in the bucket it came from (merging stays exact).
+impl Serialize for LatencySketch {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.buckets().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for LatencySketch {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let buckets = Vec::<(u64, u64)>::deserialize(deserializer)?;
+        let mut sketch = LatencySketch::new();
+        if !buckets.is_empty()
+            && let Some(h) = sketch.histogram()
+        {
+            for (value, count) in buckets {
+                h.record_n(value.max(1), count).map_err(|e| {
+                    serde::de::Error::custom(format!("latency bucket {value}: {e:?}"))
+                })?;
+            }
+        }
+        Ok(sketch)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,5 +191,31 @@ mod tests {
             assert_eq!(merged.quantile_ms(q), whole.quantile_ms(q));
         }
         assert_eq!(LatencySketch::new().quantile_ms(0.99), 0.0);
+    }
+
+    #[test]
+    fn a_sketch_read_back_from_json_merges_as_the_original() {
+        let mut seed = 5;
+        let (mut original, mut other) = (LatencySketch::new(), LatencySketch::new());
+        for i in 0..10_000 {
+            let v = 0.05 + 20_000.0 * uniform(&mut seed).powi(3);
+            if i % 3 == 0 {
+                other.record(v);
+            } else {
+                original.record(v);
+            }
+        }
+        let json = serde_json::to_string(&original).unwrap();
+        let back: LatencySketch = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.count(), original.count());
+        let (mut a, mut b) = (original.clone(), back);
+        a.merge(&other);
+        b.merge(&other);
+        for q in [0.01, 0.5, 0.95, 0.99, 0.999, 1.0] {
+            assert_eq!(a.quantile_ms(q), b.quantile_ms(q), "q={q}");
+        }
+        let empty: LatencySketch = serde_json::from_str("[]").unwrap();
+        assert_eq!(empty.count(), 0);
+        assert!(serde_json::from_str::<LatencySketch>("[[1,2,3]]").is_err());
     }
 }

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::sketch::LatencySketch;
 
@@ -74,7 +74,8 @@ pub struct Observation {
 const HIGH_RISK_SCORE: i64 = 70;
 
 /// Counts of one window; partial aggregates (of partitions, workers) merge exactly.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Aggregate {
     /// Records (decisions and errors).
     pub total: u64,
@@ -91,11 +92,13 @@ pub struct Aggregate {
     /// Sum of latencies, milliseconds.
     pub latency_sum_ms: f64,
     /// Latencies (health windows only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latencies: Option<LatencySketch>,
 }
 
 impl Aggregate {
-    fn add(&mut self, o: &Observation) {
+    /// Adds one record (its latency into the sketch when there is one).
+    pub fn add(&mut self, o: &Observation) {
         self.total += 1;
         match o.decision {
             Some(DecisionKind::Reject) => self.rejected += 1,
@@ -115,6 +118,17 @@ impl Aggregate {
 
     /// Adds another partial aggregate of the same window.
     pub fn merge(&mut self, other: &Aggregate) {
+        self.merge_counts(other);
+        if let Some(theirs) = &other.latencies {
+            self.latencies
+                .get_or_insert_with(LatencySketch::new)
+                .merge(theirs);
+        }
+    }
+
+    /// Adds another partial aggregate's counts and latency sum, not its sketch
+    /// (a performance window needs none).
+    pub fn merge_counts(&mut self, other: &Aggregate) {
         self.total += other.total;
         self.rejected += other.rejected;
         self.review += other.review;
@@ -122,11 +136,6 @@ impl Aggregate {
         self.errors += other.errors;
         self.high_risk += other.high_risk;
         self.latency_sum_ms += other.latency_sum_ms;
-        if let Some(theirs) = &other.latencies {
-            self.latencies
-                .get_or_insert_with(LatencySketch::new)
-                .merge(theirs);
-        }
     }
 
     fn ratio(&self, n: u64) -> f64 {
@@ -162,7 +171,8 @@ pub struct PerformanceRecord {
 }
 
 impl PerformanceRecord {
-    fn of(start: i64, size: i64, a: &Aggregate) -> Self {
+    /// The record of the window starting at `start`, `size` ms long.
+    pub fn of(start: i64, size: i64, a: &Aggregate) -> Self {
         Self {
             window_start: start,
             window_end: start + size,
@@ -209,7 +219,8 @@ pub struct HealthRecord {
 }
 
 impl HealthRecord {
-    fn of(start: i64, size: i64, a: &Aggregate) -> Self {
+    /// The record of the health window starting at `start`, `size` ms long.
+    pub fn of(start: i64, size: i64, a: &Aggregate) -> Self {
         let sketch = a.latencies.clone().unwrap_or_default();
         Self {
             window_start: start,
@@ -240,6 +251,13 @@ pub struct Closed {
     pub health: Vec<HealthRecord>,
 }
 
+impl Closed {
+    /// Nothing closed.
+    pub fn is_empty(&self) -> bool {
+        self.performance.is_empty() && self.health.is_empty()
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct PartitionClock {
     max_event_ms: i64,
@@ -257,7 +275,8 @@ pub struct Windows {
     late: u64,
 }
 
-fn window_start(t: i64, size: i64) -> i64 {
+/// Start of the tumbling window of `size` ms holding time `t`.
+pub(crate) fn window_start(t: i64, size: i64) -> i64 {
     t.div_euclid(size) * size
 }
 
